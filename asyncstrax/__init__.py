@@ -1,0 +1,74 @@
+"""asyncstrax: strax's streaming analysis of time-stamped detector data, on asyncio.
+
+The layers, bottom up: ``chunk`` (the data model and its rules) and ``errors`` (every error, in
+one tree); ``options`` and ``plugins`` (what a plugin declares); ``lineage`` and ``graph`` (what
+data is made of, and configured plugins for a request); ``runtime`` (channels, input
+synchronization, compute offload, the pipeline); ``storage`` (strax-compatible files); and the
+``Context``, the front door that wires them together. Every public name is re-exported here,
+once; anything not in ``__all__`` is internal.
+"""
+
+from .chunk import Chunk, endtime, split_array
+from .context import Context
+from .errors import (
+    AsyncstraxError,
+    CannotSplit,
+    ChunkBoundaryError,
+    ChunkContinuityError,
+    ChunkDtypeError,
+    ChunkError,
+    ChunkMergeError,
+    ChunkSortError,
+    DataCorrupted,
+    DataExistsError,
+    DataNotAvailable,
+    EventLoopError,
+    InvalidConfiguration,
+    PluginError,
+    PluginGaveWrongOutput,
+    RegistrationError,
+    StorageError,
+    StreamError,
+)
+from .lineage import DataKey, deterministic_hash
+from .options import Config, Option, takes_config
+from .plugins import Plugin, SaveWhen
+from .runtime import Channel, DeadlockError, Pipeline, PipelineSummary
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncstraxError",
+    "CannotSplit",
+    "Channel",
+    "Chunk",
+    "ChunkBoundaryError",
+    "ChunkContinuityError",
+    "ChunkDtypeError",
+    "ChunkError",
+    "ChunkMergeError",
+    "ChunkSortError",
+    "Config",
+    "Context",
+    "DataCorrupted",
+    "DataExistsError",
+    "DataKey",
+    "DataNotAvailable",
+    "DeadlockError",
+    "EventLoopError",
+    "InvalidConfiguration",
+    "Option",
+    "Pipeline",
+    "PipelineSummary",
+    "Plugin",
+    "PluginError",
+    "PluginGaveWrongOutput",
+    "RegistrationError",
+    "SaveWhen",
+    "StorageError",
+    "StreamError",
+    "deterministic_hash",
+    "endtime",
+    "split_array",
+    "takes_config",
+]

@@ -1,0 +1,462 @@
+"""The Context: the user's front door, with strax's names.
+
+It holds the registered plugins, the configuration and the storage, and turns a request
+(``get_array(run_id, targets, ...)``) into a ``Pipeline``: plugins built and configured by
+``graph``, stored data loaded instead of recomputed, savers for what ``save_when`` asks for.
+Everything else lives in its own room (graph, lineage, runtime, storage); this class only
+wires them together.
+
+Every request has an async form for async applications (``aget_array``, ``aiter``, ``amake``);
+the sync forms run their own event loop (uvloop when installed) and refuse to run inside a
+running loop, naming the async form instead of blocking it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from .chunk import Chunk
+from .errors import DataNotAvailable, EventLoopError, InvalidConfiguration
+from .graph import PluginRegistry, build_plugins, check_config_names
+from .lineage import DataKey
+from .plugins.base import Plugin, SaveWhen
+from .runtime.channel import DEFAULT_CAPACITY_BYTES
+from .runtime.pipeline import Pipeline, PipelineSummary
+from .selection import check_time_selection, chunk_overlaps, select_time_range
+
+__all__ = ["Context"]
+
+DEFAULT_CONTEXT_CONFIG: dict[str, Any] = {
+    "max_workers": 1,
+    "channel_capacity_bytes": DEFAULT_CAPACITY_BYTES,
+    "progress_bar": False,
+    "allow_incomplete": False,
+}
+
+# strax's processor arguments: accepted, meaningless here (one runtime, no switch).
+_IGNORED_REQUEST_ARGS = (
+    "processor",
+    "allow_multiprocess",
+    "allow_shm",
+    "timeout",
+    "multi_run_progress_bar",
+    "add_run_id_field",
+)
+
+
+def _as_targets(targets: str | Sequence[str]) -> tuple[str, ...]:
+    if isinstance(targets, str):
+        return (targets,)
+    return tuple(targets)
+
+
+def _uvloop_factory() -> Any:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but optional at heart
+        return None
+    return uvloop.new_event_loop
+
+
+def run_sync(coro: Any, async_name: str) -> Any:
+    """Run ``coro`` to completion on a fresh loop (uvloop if installed), never inside one."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        coro.close()
+        raise EventLoopError(
+            f"this is the blocking form, called inside a running event loop; use "
+            f"'await ctx.{async_name}(...)' instead"
+        )
+    with asyncio.Runner(loop_factory=_uvloop_factory()) as runner:
+        return runner.run(coro)
+
+
+class Context:
+    """Registered plugins, configuration and storage; makes and loads data on request."""
+
+    def __init__(
+        self,
+        storage: Any = None,
+        register: Any = None,
+        config: Mapping[str, Any] | None = None,
+        **context_config: Any,
+    ) -> None:
+        self._registry = PluginRegistry()
+        self.config: dict[str, Any] = {}
+        self.context_config: dict[str, Any] = {**DEFAULT_CONTEXT_CONFIG, **context_config}
+        if storage is None:
+            storage = []
+        self.storage: list[Any] = list(storage) if isinstance(storage, (list, tuple)) else [
+            storage
+        ]
+        self.last_summary: PipelineSummary | None = None
+        if register is not None:
+            self.register(register)
+        if config:
+            self.set_config(config)
+
+    # ------------------------------------------------------------------ registration & config
+    def register(self, plugin_class: Any) -> Any:
+        """Register a plugin class (or a list of them); usable as a class decorator."""
+        if isinstance(plugin_class, (list, tuple)):
+            for cls in plugin_class:
+                self.register(cls)
+            return plugin_class
+        self._registry.register(plugin_class)
+        return plugin_class
+
+    @property
+    def _plugin_class_registry(self) -> dict[str, type[Plugin]]:
+        return self._registry.by_data_type
+
+    def set_config(self, config: Mapping[str, Any] | None = None, mode: str = "update") -> None:
+        """Set option values for every plugin that takes them (strax's modes)."""
+        config = dict(config or {})
+        check_config_names(self._registry, config)
+        if mode == "update":
+            self.config.update(config)
+        elif mode == "setdefault":
+            for key, value in config.items():
+                self.config.setdefault(key, value)
+        elif mode == "replace":
+            self.config = config
+        else:
+            raise InvalidConfiguration(f"set_config mode must be update, setdefault or replace, "
+                                       f"got {mode!r}")
+
+    def set_context_config(self, context_config: Mapping[str, Any]) -> None:
+        self.context_config.update(context_config)
+
+    def _config_for(self, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+        if not extra:
+            return self.config
+        check_config_names(self._registry, extra)
+        return {**self.config, **extra}
+
+    def get_plugins(
+        self, run_id: str, targets: str | Sequence[str], config: Mapping[str, Any] | None = None
+    ) -> dict[str, Plugin]:
+        """Configured plugin instances for the targets and their dependencies, by data type."""
+        return build_plugins(self._registry, str(run_id), _as_targets(targets),
+                             self._config_for(config))
+
+    def get_single_plugin(self, run_id: str, data_type: str) -> Plugin:
+        return self.get_plugins(run_id, data_type)[data_type]
+
+    def lineage(self, run_id: str, data_type: str) -> dict[str, Any]:
+        return self.get_single_plugin(run_id, data_type).lineage  # type: ignore[attr-defined]
+
+    def key_for(self, run_id: str, data_type: str) -> DataKey:
+        return DataKey(str(run_id), data_type, self.lineage(run_id, data_type))
+
+    # ------------------------------------------------------------------ information
+    def show_config(self, data_type: str | None = None, pattern: str = "*") -> Any:
+        """Options of the plugins a data type needs: default, current value, help."""
+        import fnmatch
+
+        import pandas as pd
+
+        if data_type is None:
+            classes = set(self._registry.by_data_type.values())
+        else:
+            classes = {type(p) for p in self.get_plugins("0", data_type).values()}
+        rows: dict[str, dict[str, Any]] = {}
+        for cls in sorted(classes, key=lambda c: c.__name__):
+            for name, option in cls.takes_config.items():
+                if not fnmatch.fnmatch(name, pattern):
+                    continue
+                row = rows.setdefault(
+                    name,
+                    dict(
+                        option=name,
+                        default=option.default if option.has_default else "<required>",
+                        current=self.config.get(name, "<default>"),
+                        applies_to=[],
+                        help=option.help,
+                    ),
+                )
+                row["applies_to"].extend(cls().provides)
+        for row in rows.values():
+            row["applies_to"] = tuple(row["applies_to"])
+        return pd.DataFrame(list(rows.values()),
+                            columns=["option", "default", "current", "applies_to", "help"])
+
+    def data_info(self, data_type: str) -> Any:
+        """The fields of a data type: name, numpy type, and the title as comment."""
+        import pandas as pd
+
+        dtype = self.get_single_plugin("0", data_type).dtype_for(data_type)
+        rows = []
+        for name in dtype.names:
+            field = dtype.fields[name]
+            rows.append(
+                {"Field name": name, "Data type": _type_str(field[0]),
+                 "Comment": field[2] if len(field) > 2 else ""}
+            )
+        return pd.DataFrame(rows, columns=["Field name", "Data type", "Comment"])
+
+    def provided_dtypes(self) -> dict[str, Any]:
+        out = {}
+        for dt in self._registry.by_data_type:
+            plugin = self.get_single_plugin("0", dt)
+            out[dt] = dict(dtype=plugin.dtype_for(dt), data_kind=plugin.data_kind_for(dt))
+        return out
+
+    # ------------------------------------------------------------------ planning
+    def pipeline(
+        self,
+        run_id: str,
+        targets: str | Sequence[str],
+        *,
+        save: str | Sequence[str] = (),
+        config: Mapping[str, Any] | None = None,
+        max_workers: int | None = None,
+        progress_bar: bool | None = None,
+        _plugins: Mapping[str, Plugin] | None = None,
+        **kwargs: Any,
+    ) -> Pipeline:
+        """A Pipeline for the targets: stored data is loaded, the rest computed (and saved)."""
+        self._warn_ignored(kwargs)
+        run_id = str(run_id)
+        targets = _as_targets(targets)
+        plugins = dict(_plugins) if _plugins is not None else self.get_plugins(
+            run_id, targets, config)
+        save = set(_as_targets(save))
+        chosen: dict[int, Plugin] = {}
+        loaders: list[Any] = []
+        loaded: set[str] = set()
+        savers: list[Any] = []
+
+        def visit(dt: str) -> None:
+            plugin = plugins[dt]
+            if id(plugin) in chosen or dt in loaded:
+                return
+            loader = self._find_loader(run_id, dt, plugin)
+            if loader is not None and (dt in targets or not plugin.multi_output):
+                loaders.append(loader)
+                loaded.add(dt)
+                return
+            chosen[id(plugin)] = plugin
+            for dep in plugin.depends_on:
+                visit(dep)
+
+        for target in targets:
+            visit(target)
+        for plugin in chosen.values():
+            for dt in plugin.provides:
+                if self._should_save(plugin, dt, targets, save):
+                    saver = self._make_saver(run_id, dt, plugin)
+                    if saver is not None:
+                        savers.append(saver)
+        ordered = [p for p in _dependency_order(chosen.values())]
+        return Pipeline(
+            ordered,
+            targets,
+            run_id=run_id,
+            loaders=loaders,
+            savers=savers,
+            capacity_bytes=self.context_config["channel_capacity_bytes"],
+            max_workers=max_workers or self.context_config["max_workers"],
+            progress_bar=(self.context_config["progress_bar"] if progress_bar is None
+                          else progress_bar),
+        )
+
+    def _warn_ignored(self, kwargs: Mapping[str, Any]) -> None:
+        unknown = [k for k in kwargs if k not in _IGNORED_REQUEST_ARGS]
+        if unknown:
+            raise TypeError(f"unexpected request argument(s): {unknown}")
+        if kwargs:
+            warnings.warn(
+                f"asyncstrax ignores {sorted(kwargs)}: it has one runtime, configured with "
+                f"max_workers and each plugin's 'parallel'",
+                stacklevel=3,
+            )
+
+    def _should_save(self, plugin: Plugin, dt: str, targets: tuple, save: set) -> bool:
+        when = plugin.save_when
+        if isinstance(when, Mapping):
+            when = when.get(dt, SaveWhen.ALWAYS)
+        when = SaveWhen(when)
+        if when == SaveWhen.NEVER:
+            return False
+        if when == SaveWhen.ALWAYS:
+            return True
+        if when == SaveWhen.TARGET:
+            return dt in targets or dt in save
+        return dt in save
+
+    def _find_loader(self, run_id: str, dt: str, plugin: Plugin) -> Any:
+        if not self.storage:
+            return None
+        key = DataKey(run_id, dt, plugin.lineage)  # type: ignore[attr-defined]
+        for store in self.storage:
+            if store.find(key):
+                return store.loader(key, data_kind=plugin.data_kind_for(dt),
+                                    dtype=plugin.dtype_for(dt))
+        return None
+
+    def _make_saver(self, run_id: str, dt: str, plugin: Plugin) -> Any:
+        key = DataKey(run_id, dt, plugin.lineage)  # type: ignore[attr-defined]
+        for store in self.storage:
+            if not getattr(store, "readonly", False):
+                return store.saver(key, plugin=plugin)
+        return None
+
+    def is_stored(self, run_id: str, target: str, **kwargs: Any) -> bool:
+        key = self.key_for(run_id, target)
+        return any(store.find(key) for store in self.storage)
+
+    def get_metadata(self, run_id: str, target: str) -> dict[str, Any]:
+        key = self.key_for(run_id, target)
+        for store in self.storage:
+            if store.find(key):
+                return store.get_metadata(key)
+        raise DataNotAvailable(f"no stored {target!r} for run {run_id!r} with this lineage",
+                               data_type=target, run_id=str(run_id))
+
+    # ------------------------------------------------------------------ async requests
+    async def aiter(
+        self,
+        run_id: str,
+        targets: str | Sequence[str],
+        *,
+        time_range: tuple[int, int] | None = None,
+        time_selection: str = "fully_contained",
+        **kwargs: Any,
+    ) -> AsyncIterator[Chunk]:
+        """The targets' chunks as they are made, with time-range selection applied."""
+        check_time_selection(time_selection)
+        pipeline = self.pipeline(run_id, targets, **kwargs)
+        try:
+            async for chunk in pipeline:
+                if not chunk_overlaps(chunk.start, chunk.end, time_range):
+                    continue
+                if time_range is not None:
+                    data = select_time_range(chunk.data, time_range, time_selection)
+                    if data is not chunk.data:
+                        chunk = Chunk(
+                            data_type=chunk.data_type, data_kind=chunk.data_kind,
+                            dtype=chunk.dtype, run_id=chunk.run_id,
+                            start=chunk.start, end=chunk.end, data=data,
+                        )
+                yield chunk
+        finally:
+            await pipeline.aclose()
+            self.last_summary = pipeline.summary
+
+    async def aget_array(self, run_id: str, targets: str | Sequence[str], **kwargs: Any
+                         ) -> np.ndarray:
+        """All of the targets' data for a run (or time range) as one structured array."""
+        arrays = []
+        dtype = None
+        agen = self.aiter(run_id, targets, **kwargs)
+        try:
+            async for chunk in agen:
+                dtype = chunk.dtype
+                if len(chunk):
+                    arrays.append(chunk.data)
+        finally:
+            await agen.aclose()
+        if not arrays:
+            if dtype is None:
+                dtype = self._target_dtype(run_id, targets)
+            return np.zeros(0, dtype=dtype)
+        return np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+
+    async def aget_df(self, run_id: str, targets: str | Sequence[str], **kwargs: Any) -> Any:
+        return to_dataframe(await self.aget_array(run_id, targets, **kwargs))
+
+    async def amake(self, run_id: str, targets: str | Sequence[str], **kwargs: Any) -> None:
+        """Make (and save) the targets without keeping their data in memory."""
+        pipeline = self.pipeline(run_id, targets, **kwargs)
+        try:
+            await pipeline.run()
+        finally:
+            self.last_summary = pipeline.summary
+
+    def _target_dtype(self, run_id: str, targets: str | Sequence[str]) -> np.dtype:
+        from .chunk import merged_dtype
+
+        plugins = self.get_plugins(run_id, targets)
+        return merged_dtype([plugins[t].dtype_for(t) for t in _as_targets(targets)])
+
+    # ------------------------------------------------------------------ sync requests
+    def get_array(self, run_id: str, targets: str | Sequence[str], **kwargs: Any) -> np.ndarray:
+        return run_sync(self.aget_array(run_id, targets, **kwargs), "aget_array")
+
+    def get_df(self, run_id: str, targets: str | Sequence[str], **kwargs: Any) -> Any:
+        return to_dataframe(run_sync(self.aget_array(run_id, targets, **kwargs), "aget_df"))
+
+    def make(self, run_id: str, targets: str | Sequence[str], **kwargs: Any) -> None:
+        run_sync(self.amake(run_id, targets, **kwargs), "amake")
+
+    def get_iter(self, run_id: str, targets: str | Sequence[str], **kwargs: Any
+                 ) -> Iterator[Chunk]:
+        """The targets' chunks, one at a time, driving a private event loop between calls."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise EventLoopError(
+                "get_iter is the blocking form, called inside a running event loop; use "
+                "'async for chunk in ctx.aiter(...)' instead"
+            )
+        return _drive(self.aiter(run_id, targets, **kwargs))
+
+
+def _drive(agen: Any) -> Iterator[Chunk]:
+    with asyncio.Runner(loop_factory=_uvloop_factory()) as runner:
+        try:
+            while True:
+                try:
+                    chunk = runner.run(agen.__anext__())
+                except StopAsyncIteration:
+                    return
+                yield chunk
+        finally:
+            runner.run(agen.aclose())
+
+
+def _dependency_order(plugins: Iterable[Plugin]) -> list[Plugin]:
+    """Plugins sorted so that each comes after those it depends on (stable for display)."""
+    plugins = list(plugins)
+    by_dt = {dt: p for p in plugins for dt in p.provides}
+    order: list[Plugin] = []
+    seen: set[int] = set()
+
+    def visit(p: Plugin) -> None:
+        if id(p) in seen:
+            return
+        seen.add(id(p))
+        for dep in p.depends_on:
+            if dep in by_dt:
+                visit(by_dt[dep])
+        order.append(p)
+
+    for p in plugins:
+        visit(p)
+    return order
+
+
+def _type_str(dtype: np.dtype) -> str:
+    if dtype.subdtype is not None:
+        base, shape = dtype.subdtype
+        return f"('{base}', {shape})"
+    return str(dtype)
+
+
+def to_dataframe(data: np.ndarray) -> Any:
+    """A pandas DataFrame of a structured array; multi-dimensional fields are left out."""
+    import pandas as pd
+
+    names = [n for n in data.dtype.names or () if data.dtype.fields[n][0].shape == ()]
+    return pd.DataFrame({n: data[n] for n in names})

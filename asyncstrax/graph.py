@@ -1,0 +1,139 @@
+"""The plugin graph: who provides what, and configured plugin instances for one request.
+
+``PluginRegistry`` maps data types to plugin classes and rejects duplicates at registration.
+``build_plugins`` makes one configured instance per plugin class needed for a run's targets
+(dependencies first, cycles and missing providers reported with the path that leads to them),
+checks every option, infers dtypes and data kinds, and attaches each plugin's lineage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .errors import InvalidConfiguration, RegistrationError
+from .lineage import DataKey
+from .plugins.base import Plugin
+
+__all__ = ["PluginRegistry", "build_plugins"]
+
+
+class PluginRegistry:
+    """Data type -> plugin class, with strax's rules for replacing a provider."""
+
+    def __init__(self) -> None:
+        self.by_data_type: dict[str, type[Plugin]] = {}
+
+    def register(self, plugin_class: type[Plugin]) -> None:
+        if not (isinstance(plugin_class, type) and issubclass(plugin_class, Plugin)):
+            raise RegistrationError(f"can only register Plugin subclasses, got {plugin_class!r}")
+        provides = plugin_class().provides
+        for dt in provides:
+            old = self.by_data_type.get(dt)
+            if old is not None and old is not plugin_class:
+                # As in strax, a new plugin replaces an old one only when it takes over every
+                # data type the old one provided; anything else would leave a half provider.
+                old_provides = old().provides
+                if not set(old_provides) <= set(provides):
+                    raise RegistrationError(
+                        f"{plugin_class.__name__} provides {dt!r}, which {old.__name__} "
+                        f"already provides together with {sorted(set(old_provides) - {dt})}; "
+                        f"register a plugin that provides all of {list(old_provides)} or "
+                        f"change what {plugin_class.__name__} provides"
+                    )
+        for dt in provides:
+            self.by_data_type[dt] = plugin_class
+
+    def provider(self, data_type: str, needed_by: str | None = None) -> type[Plugin]:
+        try:
+            return self.by_data_type[data_type]
+        except KeyError:
+            via = f" (needed by {needed_by})" if needed_by else ""
+            raise RegistrationError(
+                f"no plugin provides {data_type!r}{via}; registered data types: "
+                f"{sorted(self.by_data_type)}",
+                data_type=data_type,
+            ) from None
+
+    def options(self) -> dict[str, list[type[Plugin]]]:
+        """Option name -> the registered plugin classes that take it."""
+        taken: dict[str, list[type[Plugin]]] = {}
+        for cls in set(self.by_data_type.values()):
+            for name in cls.takes_config:
+                taken.setdefault(name, []).append(cls)
+        return taken
+
+
+def build_plugins(
+    registry: PluginRegistry,
+    run_id: str,
+    targets: Iterable[str],
+    config: Mapping[str, Any],
+) -> dict[str, Plugin]:
+    """Configured plugins for ``targets`` and everything they depend on, by data type."""
+    built: dict[str, Plugin] = {}
+    by_class: dict[type, Plugin] = {}
+
+    def build(data_type: str, path: tuple[str, ...]) -> Plugin:
+        if data_type in built:
+            return built[data_type]
+        if data_type in path:
+            cycle = " -> ".join((*path[path.index(data_type):], data_type))
+            raise RegistrationError(f"dependency cycle: {cycle}", data_type=data_type)
+        cls = registry.provider(data_type, needed_by=path[-1] if path else None)
+        plugin = by_class.get(cls)
+        if plugin is None:
+            plugin = cls()
+            plugin.run_id = run_id
+            plugin.config = _plugin_config(plugin, config, run_id)
+            for dep in plugin.depends_on:
+                plugin.deps[dep] = build(dep, (*path, data_type))
+            plugin._fix_declarations()
+            plugin.lineage = _lineage(plugin)  # type: ignore[attr-defined]
+            by_class[cls] = plugin
+        for dt in plugin.provides:
+            built[dt] = plugin
+        return plugin
+
+    for target in targets:
+        build(target, ())
+    return built
+
+
+def _plugin_config(plugin: Plugin, config: Mapping[str, Any], run_id: str) -> dict[str, Any]:
+    values = {name: config[name] for name in plugin.takes_config if name in config}
+    for option in plugin.takes_config.values():
+        option.validate(values, plugin_name=plugin.name, run_id=run_id)
+    return values
+
+
+def _lineage(plugin: Plugin) -> dict[str, Any]:
+    """strax's lineage: this plugin's entry plus its dependencies' lineages."""
+    tracked = {
+        name: value for name, value in plugin.config.items() if plugin.takes_config[name].track
+    }
+    lineage = {plugin.provides[-1]: (plugin.name, plugin.version(plugin.run_id), tracked)}
+    for dep in plugin.deps.values():
+        lineage.update(dep.lineage)  # type: ignore[attr-defined]
+    return lineage
+
+
+def key_for(plugins: Mapping[str, Plugin], run_id: str, data_type: str) -> DataKey:
+    plugin = plugins[data_type]
+    return DataKey(run_id, data_type, plugin.lineage)  # type: ignore[attr-defined]
+
+
+def check_config_names(registry: PluginRegistry, names: Iterable[str]) -> None:
+    """Raise on option names no registered plugin takes (a typo would otherwise be ignored)."""
+    taken = registry.options()
+    unknown = sorted(set(names) - set(taken))
+    if unknown:
+        import difflib
+
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, list(taken), n=1)
+            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise InvalidConfiguration(
+            f"no registered plugin takes the option(s) {', '.join(hints)}"
+        )

@@ -1,0 +1,516 @@
+"""The pipeline: one asyncio task per producer and per consumer, wired by channels.
+
+A ``Pipeline`` is built by the Context for one run and a set of targets. Iterating it
+(``async for chunk in pipeline``) yields the targets' chunks in time order while every plugin,
+loader and saver runs concurrently; ``await pipeline.run()`` drives it to the end without
+keeping the data.
+
+Errors and cancellation: the first exception anywhere cancels every task, waits for the worker
+threads to finish the step they are on, and is raised from the iteration (or ``run()``) with the
+plugin, data type and chunk index. Cancelling the task that iterates cleans up the same way.
+Nothing waits on a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..chunk import Chunk, concat_arrays, merge_arrays
+from ..errors import AsyncstraxError, InvalidConfiguration, PluginError
+from ..plugins.base import Plugin, Work
+from .channel import DEFAULT_CAPACITY_BYTES, Channel, ChannelReader, StallMonitor
+from .offload import ComputeLane, PluginStats, ThreadPool
+from .sync import InputSync
+
+__all__ = ["Consumer", "Pipeline", "PipelineSummary", "Producer"]
+
+#: steps sent to a worker in one hop: at most this many, and at most this many bytes of input
+BATCH_MAX_STEPS = 64
+BATCH_MAX_BYTES = 4 * 1024**2
+
+
+class Producer(Protocol):
+    """Something other than a plugin that writes chunks of data types (a storage loader)."""
+
+    name: str
+    provides: tuple[str, ...]
+
+    def chunks(self) -> AsyncIterator[dict[str, Chunk]]: ...
+
+
+class Consumer(Protocol):
+    """Something that reads one data type to the end (a storage saver)."""
+
+    name: str
+    data_type: str
+
+    async def consume(self, reader: ChannelReader, pool: ThreadPool) -> None: ...
+
+    async def abort(self, error: BaseException) -> None: ...
+
+
+@dataclass
+class PipelineSummary:
+    """Per-component timing and throughput of one run, as the demo's table shows it."""
+
+    run_id: str
+    wall_seconds: float = 0.0
+    components: list[PluginStats] = field(default_factory=list)
+    stalls_broken: int = 0
+
+    def table(self) -> str:
+        lines = [f"{'component':<28}{'kind':<8}{'chunks':>8}{'items':>12}{'seconds':>10}"
+                 f"{'MB/s':>10}"]
+        for s in self.components:
+            lines.append(
+                f"{s.name:<28}{s.kind:<8}{s.chunks:>8}{s.items:>12}"
+                f"{s.compute_seconds:>10.3f}{s.mb_per_s:>10.1f}"
+            )
+        lines.append(f"wall time {self.wall_seconds:.3f} s")
+        return "\n".join(lines)
+
+    def to_dataframe(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(
+            [
+                dict(
+                    component=s.name,
+                    kind=s.kind,
+                    chunks=s.chunks,
+                    items=s.items,
+                    seconds=s.compute_seconds,
+                    mb_per_s=s.mb_per_s,
+                )
+                for s in self.components
+            ]
+        )
+
+
+class Pipeline:
+    """Runs plugins, loaders and savers for one run; yields the targets' chunks."""
+
+    def __init__(
+        self,
+        plugins: Sequence[Plugin],
+        targets: Sequence[str],
+        *,
+        run_id: str = "",
+        loaders: Sequence[Producer] = (),
+        savers: Sequence[Consumer] = (),
+        capacity_bytes: int = DEFAULT_CAPACITY_BYTES,
+        max_workers: int = 1,
+        n_threads: int | None = None,
+        progress_bar: bool = False,
+    ) -> None:
+        self.plugins = list(plugins)
+        self.targets = tuple(targets)
+        self.run_id = run_id
+        self.loaders = list(loaders)
+        self.savers = list(savers)
+        self.capacity_bytes = int(capacity_bytes)
+        self.max_workers = max(1, int(max_workers))
+        self.n_threads = n_threads or max(2, self.max_workers, min(4, os.cpu_count() or 2))
+        self.progress_bar = progress_bar
+        self.summary = PipelineSummary(run_id=run_id)
+        self._tasks: list[asyncio.Task] = []
+        self._error: BaseException | None = None
+        self._started = False
+        self._finished = False
+        self._pool: ThreadPool | None = None
+        self._channels: dict[str, Channel] = {}
+        self._target_readers: dict[str, ChannelReader] = {}
+        self._target_sync: InputSync | None = None
+        self._t0 = 0.0
+        self._bar: Any = None
+        self._check_graph()
+
+    # ------------------------------------------------------------------ building
+    def _check_graph(self) -> None:
+        provided: dict[str, str] = {}
+        for component in [*self.plugins, *self.loaders]:
+            for dt in component.provides:
+                if dt in provided:
+                    raise InvalidConfiguration(
+                        f"data type {dt!r} is produced twice in one pipeline: by "
+                        f"{provided[dt]} and by {component.name}"
+                    )
+                provided[dt] = component.name
+        for plugin in self.plugins:
+            for dt in plugin.depends_on:
+                if dt not in provided:
+                    raise InvalidConfiguration(
+                        f"plugin {plugin.name} depends on {dt!r}, which nothing in the "
+                        f"pipeline produces",
+                        plugin=plugin.name,
+                    )
+        for dt in self.targets:
+            if dt not in provided:
+                raise InvalidConfiguration(f"target {dt!r} is produced by nothing in the pipeline")
+        self._provided_by = provided
+
+    def _kind_of(self, data_type: str) -> str:
+        for plugin in self.plugins:
+            if data_type in plugin.provides:
+                return plugin.data_kind_for(data_type)
+        for loader in self.loaders:
+            if data_type in loader.provides:
+                return loader.data_kind_for(data_type)  # type: ignore[attr-defined]
+        raise KeyError(data_type)
+
+    def _start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self._t0 = time.perf_counter()
+        monitor = self._monitor = StallMonitor()
+        monitor.on_deadlock.append(self._fail)
+        for component in [*self.plugins, *self.loaders]:
+            for dt in component.provides:
+                self._channels[dt] = Channel(dt, self.capacity_bytes, monitor)
+        # Readers first (a reader must exist before its channel is written).
+        syncs = {}
+        for plugin in self.plugins:
+            if plugin.depends_on:
+                readers = {dt: self._channels[dt].reader() for dt in plugin.depends_on}
+                syncs[plugin.name] = InputSync(readers, plugin.dependencies_by_kind())
+        saver_readers = [(s, self._channels[s.data_type].reader()) for s in self.savers]
+        self._target_readers = {dt: self._channels[dt].reader() for dt in self.targets}
+        kinds: dict[str, list[str]] = {}
+        for dt in self.targets:
+            kinds.setdefault(self._kind_of(dt), []).append(dt)
+        if len(kinds) > 1:
+            raise InvalidConfiguration(
+                f"targets {list(self.targets)} are of several data kinds {list(kinds)}; "
+                f"request one kind at a time"
+            )
+        if len(self.targets) > 1:
+            self._target_sync = InputSync(self._target_readers, kinds)
+        self._pool = ThreadPool(self.n_threads)
+        monitor.task_started()  # the consumer of the targets
+        for plugin in self.plugins:
+            stats = PluginStats(plugin.name)
+            self.summary.components.append(stats)
+            outs = [self._channels[dt] for dt in plugin.provides]
+            if plugin.depends_on:
+                coro = self._run_compute(plugin, syncs[plugin.name], outs, stats)
+            elif plugin.has_native_iterate():
+                coro = self._run_native_source(plugin, outs, stats)
+            else:
+                coro = self._run_strax_source(plugin, outs, stats)
+            self._spawn(coro, plugin.name, outs)
+        for loader in self.loaders:
+            stats = PluginStats(loader.name, kind="load")
+            self.summary.components.append(stats)
+            outs = [self._channels[dt] for dt in loader.provides]
+            self._spawn(self._run_loader(loader, outs, stats), loader.name, outs)
+        for saver, reader in saver_readers:
+            self._spawn(self._run_saver(saver, reader), saver.name, [])
+        if self.progress_bar:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(desc=f"{self.run_id} {'+'.join(self.targets)}", unit="chunk")
+
+    def _spawn(self, coro: Any, name: str, outs: list[Channel]) -> None:
+        self._monitor.task_started()  # counted from now: it may not have run yet
+        task = asyncio.get_running_loop().create_task(self._guard(coro, outs), name=name)
+        self._tasks.append(task)
+
+    async def _guard(self, coro: Any, outs: list[Channel]) -> None:
+        try:
+            await coro
+            for channel in outs:
+                channel.close()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:  # noqa: BLE001 - any failure stops the pipeline
+            self._fail(error)
+        finally:
+            self._monitor.task_finished()
+
+    def _fail(self, error: BaseException) -> None:
+        if self._error is None:
+            self._error = error
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current and not task.done():
+                task.cancel()
+        for reader in self._target_readers.values():
+            reader._channel.close()
+
+    # ------------------------------------------------------------------ producers
+    async def _emit(self, outs: list[Channel], outputs: dict[str, Chunk], stats: PluginStats) -> None:
+        for channel in outs:
+            chunk = outputs[channel.data_type]
+            stats.chunks += 1
+            stats.items += len(chunk)
+            stats.bytes_out += chunk.nbytes
+            await channel.put(chunk)
+
+    async def _run_compute(
+        self, plugin: Plugin, sync: InputSync, outs: list[Channel], stats: PluginStats
+    ) -> None:
+        parallel = bool(plugin.parallel) and self.max_workers > 1
+        lane = ComputeLane(self._pool, self.max_workers if parallel else 1, stats)  # type: ignore[arg-type]
+        exhausted = False
+        while True:
+            while not exhausted and not lane.full:
+                work = await sync.next_work() if lane.empty else sync.next_work_nowait()
+                if not isinstance(work, Work):
+                    exhausted = work is None
+                    break
+                batch = [work]
+                nbytes = work.nbytes
+                while len(batch) < BATCH_MAX_STEPS and nbytes < BATCH_MAX_BYTES and not (
+                    parallel and nbytes > 0 and not lane.empty
+                ):
+                    more = sync.next_work_nowait()
+                    if not isinstance(more, Work):
+                        break
+                    batch.append(more)
+                    nbytes += more.nbytes
+                stats.bytes_in += nbytes
+                lane.submit(_process_batch, plugin, batch)
+            if lane.empty:
+                return
+            for outputs in await lane.next_result():
+                await self._emit(outs, outputs, stats)
+
+    async def _run_native_source(
+        self, plugin: Plugin, outs: list[Channel], stats: PluginStats
+    ) -> None:
+        lane = ComputeLane(self._pool, 1, stats)  # type: ignore[arg-type]
+        lane.submit(_setup, plugin)
+        await lane.next_result()
+        chunk_i = 0
+        iterator = plugin.iterate()
+        try:
+            async for item in iterator:
+                try:
+                    outputs = plugin.fix_output(item, None, None, chunk_i)  # type: ignore[arg-type]
+                except AsyncstraxError as error:
+                    raise error.add_context(plugin=plugin.name, chunk_i=chunk_i)
+                await self._emit(outs, outputs, stats)
+                chunk_i += 1
+        except (AsyncstraxError, asyncio.CancelledError):
+            raise
+        except Exception as error:
+            raise _plugin_error(plugin, error, chunk_i, None) from error
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _run_strax_source(
+        self, plugin: Plugin, outs: list[Channel], stats: PluginStats
+    ) -> None:
+        lane = ComputeLane(self._pool, 1, stats)  # type: ignore[arg-type]
+        chunk_i = 0
+        while True:
+            lane.submit(_source_batch, plugin, chunk_i)
+            outputs_list, finished = await lane.next_result()
+            for outputs in outputs_list:
+                await self._emit(outs, outputs, stats)
+            chunk_i += len(outputs_list)
+            if finished:
+                return
+            if not outputs_list:
+                await asyncio.sleep(plugin.source_poll_interval)
+
+    async def _run_loader(self, loader: Producer, outs: list[Channel], stats: PluginStats) -> None:
+        async for outputs in loader.chunks():
+            await self._emit(outs, outputs, stats)
+
+    async def _run_saver(self, saver: Consumer, reader: ChannelReader) -> None:
+        try:
+            await saver.consume(reader, self._pool)  # type: ignore[arg-type]
+        except BaseException as error:
+            await asyncio.shield(saver.abort(error))
+            raise
+
+    # ------------------------------------------------------------------ consuming
+    def __aiter__(self) -> Pipeline:
+        return self
+
+    async def __anext__(self) -> Chunk:
+        if self._finished:
+            raise StopAsyncIteration
+        self._start()
+        chunk = await self._next_target_chunk()
+        if chunk is None:
+            await self._finish()
+            raise StopAsyncIteration
+        if self._bar is not None:
+            self._bar.update(1)
+        return chunk
+
+    async def _next_target_chunk(self) -> Chunk | None:
+        if self._target_sync is None:
+            chunk = await self._target_readers[self.targets[0]].get()
+            if self._error is not None:
+                await self._finish()
+            return chunk
+        work = await self._target_sync.next_work()
+        if self._error is not None:
+            await self._finish()
+        if work is None or work.flush:
+            return None
+        arrays = [concat_arrays(arrs) for _, arrs in work.parts[next(iter(work.parts))]]
+        data = merge_arrays(arrays) if len(arrays) > 1 else arrays[0]
+        first = self._channels[self.targets[0]]
+        return Chunk(
+            data_type="+".join(self.targets),
+            data_kind=self._kind_of(first.data_type),
+            dtype=data.dtype,
+            run_id=self.run_id,
+            start=work.start,
+            end=work.end,
+            data=data,
+        )
+
+    async def _finish(self) -> None:
+        """Wait for every task, stop the threads, and raise the first error if there was one."""
+        if self._finished:
+            if self._error is not None:
+                raise self._error
+            return
+        self._finished = True
+        try:
+            if self._error is None:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:
+            await self._cleanup()
+        if self._error is not None:
+            raise self._error
+
+    async def _cleanup(self) -> None:
+        for task in self._tasks:
+            if not task.done():
+                task.cancel()
+        while True:
+            try:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+                break
+            except asyncio.CancelledError:
+                continue
+        if self._pool is not None:
+            await self._pool.drain()
+            self._pool.shutdown()
+        if self._bar is not None:
+            self._bar.close()
+        self.summary.wall_seconds = time.perf_counter() - self._t0
+        self.summary.stalls_broken = getattr(self, "_monitor", StallMonitor()).stalls_broken
+
+    async def aclose(self) -> None:
+        """Stop the pipeline (if still running) and release its tasks and threads."""
+        if not self._started or self._finished:
+            return
+        self._finished = True
+        await self._cleanup()
+
+    async def run(self) -> PipelineSummary:
+        """Drive the pipeline to the end, dropping the targets' data (savers still save)."""
+        try:
+            async for _ in self:
+                pass
+        finally:
+            await self.aclose()
+        return self.summary
+
+    async def __aenter__(self) -> Pipeline:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    def statistics(self) -> dict[str, Any]:
+        """Channel statistics by data type (a snapshot)."""
+        return {dt: ch.statistics() for dt, ch in self._channels.items()}
+
+
+# ---------------------------------------------------------------------- worker-side functions
+def _setup(plugin: Plugin) -> None:
+    if not getattr(plugin, "_setup_done", False):
+        try:
+            plugin.setup()
+        except AsyncstraxError as error:
+            raise error.add_context(plugin=plugin.name, run_id=plugin.run_id)
+        except Exception as error:
+            raise PluginError(
+                f"setup() raised {type(error).__name__}: {error}",
+                plugin=plugin.name,
+                run_id=plugin.run_id,
+            ) from error
+        plugin._setup_done = True  # type: ignore[attr-defined]
+
+
+def _process_batch(plugin: Plugin, batch: list[Work]) -> list[dict[str, Chunk]]:
+    _setup(plugin)
+    results: list[dict[str, Chunk]] = []
+    for work in batch:
+        try:
+            results.extend(plugin.process_work(work))
+        except AsyncstraxError as error:
+            raise error.add_context(
+                plugin=plugin.name,
+                data_type=None if plugin.multi_output else plugin.provides[0],
+                run_id=plugin.run_id,
+                chunk_i=work.chunk_i,
+                time_range=(work.start, work.end),
+            )
+        except Exception as error:
+            raise _plugin_error(plugin, error, work.chunk_i, (work.start, work.end)) from error
+    return results
+
+
+def _source_batch(plugin: Plugin, first_chunk_i: int) -> tuple[list[dict[str, Chunk]], bool]:
+    """Compute every ready chunk of a strax-style source (up to a batch); report if finished."""
+    _setup(plugin)
+    results: list[dict[str, Chunk]] = []
+    nbytes = 0
+    chunk_i = first_chunk_i
+    try:
+        while len(results) < BATCH_MAX_STEPS and nbytes < BATCH_MAX_BYTES:
+            if not plugin.is_ready(chunk_i):
+                return results, (not results and plugin.source_finished())
+            result = plugin.call_compute({}, 0, 0, chunk_i) if plugin._compute_args else (
+                plugin.compute()
+            )
+            outputs = plugin.fix_output(result, None, None, chunk_i)  # type: ignore[arg-type]
+            nbytes += sum(c.nbytes for c in outputs.values())
+            results.append(outputs)
+            chunk_i += 1
+    except AsyncstraxError as error:
+        raise error.add_context(plugin=plugin.name, run_id=plugin.run_id, chunk_i=chunk_i)
+    except Exception as error:
+        raise _plugin_error(plugin, error, chunk_i, None) from error
+    return results, False
+
+
+def _plugin_error(
+    plugin: Plugin, error: BaseException, chunk_i: int, time_range: tuple[int, int] | None
+) -> PluginError:
+    return PluginError(
+        f"compute raised {type(error).__name__}: {error}",
+        plugin=plugin.name,
+        data_type=None if plugin.multi_output else plugin.provides[0],
+        run_id=plugin.run_id,
+        chunk_i=chunk_i,
+        time_range=time_range,
+    )
+
+
+def collect(chunks: Sequence[Chunk], dtype: np.dtype | None = None) -> np.ndarray:
+    """Concatenate chunk data into one array (a single copy)."""
+    arrays = [c.data for c in chunks]
+    if not arrays:
+        return np.zeros(0, dtype=dtype) if dtype is not None else np.zeros(0)
+    return np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+

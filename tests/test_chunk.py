@@ -1,0 +1,135 @@
+"""The data-model rules, checked where a chunk is built, and the chunk operations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import INTERVAL_DTYPE, interval_arrays
+
+import asyncstrax as ax
+from asyncstrax.chunk import split_index
+
+
+def make(data, start=0, end=1000, data_type="things", dtype=INTERVAL_DTYPE, **kw):
+    return ax.Chunk(data_type=data_type, data_kind="things", dtype=dtype, run_id="r0",
+                    start=start, end=end, data=data, **kw)
+
+
+def intervals(pairs):
+    a = np.zeros(len(pairs), INTERVAL_DTYPE)
+    for i, (t, e) in enumerate(pairs):
+        a[i]["time"], a[i]["endtime"], a[i]["value"] = t, e, i
+    return a
+
+
+def test_valid_chunk_and_properties():
+    c = make(intervals([(0, 10), (5, 20)]), 0, 100)
+    assert len(c) == 2 and c.duration == 100 and c.nbytes == c.data.nbytes
+    assert "things" in repr(c)
+
+
+def test_none_data_is_empty():
+    assert len(make(None)) == 0
+
+
+def test_dtype_mismatch_is_caught_with_context():
+    other = np.zeros(1, [("time", np.int64), ("endtime", np.int64), ("value", np.float64)])
+    with pytest.raises(ax.ChunkDtypeError) as info:
+        make(other, chunk_i=3)
+    message = str(info.value)
+    assert "declares" in message and "'things'" in message and "run 'r0'" in message
+    assert "chunk 3" in message and "[0, 1000)" in message
+
+
+def test_missing_time_fields():
+    with pytest.raises(ax.ChunkDtypeError, match="no 'time' field"):
+        make(np.zeros(1, [("x", np.int64)]), dtype=[("x", np.int64)])
+    with pytest.raises(ax.ChunkDtypeError, match="needs an 'endtime' field"):
+        make(np.zeros(1, [("time", np.int64)]), dtype=[("time", np.int64)])
+
+
+def test_unsorted():
+    with pytest.raises(ax.ChunkSortError, match="not sorted by time: item 1"):
+        make(intervals([(10, 20), (5, 8)]))
+
+
+def test_item_before_start_and_after_end():
+    with pytest.raises(ax.ChunkBoundaryError, match="before the chunk start 50"):
+        make(intervals([(10, 60)]), 50, 100)
+    with pytest.raises(ax.ChunkBoundaryError, match="item 1 ends at 120, after the chunk end 100"):
+        make(intervals([(10, 20), (30, 120)]), 0, 100)
+
+
+def test_start_after_end():
+    with pytest.raises(ax.ChunkBoundaryError, match="is after its end"):
+        make(None, 10, 5)
+
+
+def test_dt_length_endtime():
+    dtype = np.dtype([("time", np.int64), ("length", np.int32), ("dt", np.int16)])
+    d = np.zeros(1, dtype)
+    d["time"], d["length"], d["dt"] = 10, 5, 10
+    assert ax.endtime(d)[0] == 60
+    with pytest.raises(ax.ChunkBoundaryError):
+        make(d, 0, 59, dtype=dtype)
+
+
+def test_split_simple_and_views():
+    c = make(intervals([(0, 10), (10, 20), (30, 40)]), 0, 100)
+    a, b = c.split(25)
+    assert (a.start, a.end, b.start, b.end) == (0, 25, 25, 100)
+    assert len(a) == 2 and len(b) == 1
+    assert np.shares_memory(a.data, c.data)
+
+
+def test_split_refuses_to_cut_an_item():
+    c = make(intervals([(0, 5), (5, 30)]), 0, 100)
+    with pytest.raises(ax.CannotSplit, match="item 1 spans \\[5, 30\\)"):
+        c.split(20)
+    a, b = c.split(20, allow_early_split=True)
+    assert a.end == b.start == 5 and len(a) == 1
+
+
+def test_concatenate_and_continuity():
+    c1 = make(intervals([(0, 10)]), 0, 50)
+    c2 = make(intervals([(60, 70)]), 50, 100)
+    joined = ax.Chunk.concatenate([c1, c2])
+    assert (joined.start, joined.end, len(joined)) == (0, 100, 2)
+    with pytest.raises(ax.ChunkContinuityError, match="not contiguous"):
+        ax.Chunk.concatenate([c1, make(None, 60, 100)])
+
+
+def test_merge_same_kind():
+    t = intervals([(0, 10), (20, 30)])
+    other_dtype = np.dtype([("time", np.int64), ("endtime", np.int64), ("extra", np.float32)])
+    o = np.zeros(2, other_dtype)
+    o["time"], o["endtime"], o["extra"] = t["time"], t["endtime"], [1.5, 2.5]
+    merged = ax.Chunk.merge([make(t, 0, 100), make(o, 0, 100, data_type="o", dtype=other_dtype)],
+                            data_type="m")
+    assert merged.dtype.names == ("time", "endtime", "value", "extra")
+    assert merged.data["extra"].tolist() == [1.5, 2.5]
+    with pytest.raises(ax.ChunkMergeError, match="lengths differ"):
+        ax.Chunk.merge([make(t, 0, 100), make(o[:1], 0, 100, data_type="o", dtype=other_dtype)])
+    with pytest.raises(ax.ChunkMergeError, match="ranges differ"):
+        ax.Chunk.merge([make(t, 0, 100), make(o, 0, 90, data_type="o", dtype=other_dtype)])
+
+
+@given(interval_arrays(), st.integers(0, 1000))
+def test_early_split_property(data, t):
+    """The early split never cuts an item, loses or duplicates none, and is the latest such."""
+    c = make(data, 0, 1000)
+    left, right = c.split(t, allow_early_split=True)
+    assert left.end == right.start <= max(t, 0)
+    assert len(left) + len(right) == len(data)
+    assert np.array_equal(np.concatenate([left.data, right.data]), data)
+    ts = left.end
+    ends = data["endtime"]
+    assert not np.any((data["time"] < ts) & (ends > ts)), "an item straddles the split"
+    # No later clean split time <= t exists.
+    for later in range(ts + 1, t + 1):
+        i, t_found = split_index(data, later, allow_early_split=True)
+        if t_found == later:
+            assert not np.any((data["time"] < later) & (ends > later))
+            pytest.fail(f"split at {ts} but {later} was clean too")
