@@ -1,0 +1,1 @@
+"""The reference TPC chain: synthetic detector data and the plugins that process it."""
