@@ -1,0 +1,120 @@
+"""OverlapWindowPlugin: compute as if there were no chunk breaks, for a finite look-around.
+
+A plugin whose output for an item depends on inputs up to ``get_window_size()`` ns before or
+after it (a cluster of peaks, an event window) cannot be computed near a chunk's end. So, per
+step: the inputs cached from the previous step are prepended; compute runs on the lot; results
+already sent are dropped; results that later input could still change (within the window of the
+end) are held back and recomputed next time; inputs that the next computation may still need
+(two windows before what was sent) are cached. The last step sends everything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..chunk import Chunk, concat_arrays, split_index
+from ..errors import CannotSplit, PluginGaveWrongOutput
+from .base import Plugin, Work
+
+__all__ = ["OverlapWindowPlugin", "common_split_time"]
+
+
+def common_split_time(arrays: dict[str, np.ndarray], t: int, floor: int) -> int:
+    """The latest time <= t where none of the arrays has an item straddling (at least floor)."""
+    for _ in range(64):
+        t_new = t
+        for data in arrays.values():
+            _, t_dt = split_index(data, t_new, allow_early_split=True)
+            t_new = min(t_new, t_dt)
+        t_new = max(t_new, floor)
+        if t_new == t:
+            return t
+        t = t_new
+    return t  # pragma: no cover - the split time only decreases
+
+
+class OverlapWindowPlugin(Plugin):
+    """Plugin whose items need inputs within a window around them, across chunk breaks."""
+
+    def get_window_size(self) -> Any:
+        """Nanoseconds of input an output item may need on either side."""
+        raise NotImplementedError(f"{self.name} must implement get_window_size()")
+
+    def _window(self) -> int:
+        window = self.get_window_size()
+        if isinstance(window, (tuple, list)):
+            window = max(window)
+        window = int(window)
+        if window < 0:
+            raise PluginGaveWrongOutput(
+                f"get_window_size() returned {window}; it must be >= 0", plugin=self.name
+            )
+        return window
+
+    def process_work(self, work: Work) -> list[dict[str, Chunk]]:
+        state = self.__dict__.setdefault("_overlap_state", _OverlapState(work.start))
+        if work.flush:
+            return [state.flush(self, work.end)] if state.held is not None else []
+        window = self._window()
+        fresh = self.merge_inputs(work)
+        inputs = {
+            kind: concat_arrays([state.cached[kind], arr]) if kind in state.cached else arr
+            for kind, arr in fresh.items()
+        }
+        compute_start = state.cache_start if state.cached else work.start
+        result = self.call_compute(inputs, compute_start, work.end, work.chunk_i)
+        outputs = self.fix_output(result, compute_start, work.end, work.chunk_i)
+        new = {}
+        for dt, chunk in outputs.items():
+            i, t = split_index(chunk.data, state.sent_until, allow_early_split=False) if len(
+                chunk.data
+            ) else (0, state.sent_until)
+            if t != state.sent_until:  # pragma: no cover - split_index raises instead
+                raise CannotSplit("results straddle what was already sent")
+            new[dt] = chunk.data[i:]
+        if work.is_last:
+            send_until = work.end
+        else:
+            send_until = common_split_time(new, work.end - window - 1, state.sent_until)
+        sent = {}
+        held = {}
+        for dt, data in new.items():
+            i, _ = split_index(data, send_until, allow_early_split=True)
+            sent[dt], held[dt] = data[:i], data[i:]
+        out = {
+            dt: self.chunk(start=state.sent_until, end=send_until, data=arr, data_type=dt)
+            for dt, arr in sent.items()
+        }
+        state.sent_until = send_until
+        state.held = None if work.is_last else held
+        # Cache the inputs the next computation may need: two windows before what was sent.
+        cache_from = common_split_time(inputs, send_until - 2 * window - 1, compute_start)
+        state.cached = {}
+        for kind, arr in inputs.items():
+            i, _ = split_index(arr, cache_from, allow_early_split=True)
+            state.cached[kind] = arr[i:]
+        state.cache_start = cache_from
+        return [out]
+
+
+class _OverlapState:
+    """What an overlap-window plugin carries from one step to the next."""
+
+    def __init__(self, start: int) -> None:
+        self.sent_until = start
+        self.cached: dict[str, np.ndarray] = {}
+        self.cache_start = start
+        self.held: dict[str, np.ndarray] | None = None
+
+    def flush(self, plugin: Plugin, end: int) -> dict[str, Chunk]:
+        """After the last step: send what was held back."""
+        held = self.held or {}
+        out = {
+            dt: plugin.chunk(start=self.sent_until, end=end, data=data, data_type=dt)
+            for dt, data in held.items()
+        }
+        self.sent_until = end
+        self.held = None
+        return out
