@@ -34,6 +34,10 @@ from .lineage import DataKey, deterministic_hash
 from .options import Config, Option, takes_config
 from .plugins import Plugin, SaveWhen
 from .runtime import Channel, DeadlockError, Pipeline, PipelineSummary
+from .storage import FileStore
+
+#: strax's name for a folder of stored data
+DataDirectory = FileStore
 
 __version__ = "0.1.0"
 
@@ -51,11 +55,13 @@ __all__ = [
     "Config",
     "Context",
     "DataCorrupted",
+    "DataDirectory",
     "DataExistsError",
     "DataKey",
     "DataNotAvailable",
     "DeadlockError",
     "EventLoopError",
+    "FileStore",
     "InvalidConfiguration",
     "Option",
     "Pipeline",

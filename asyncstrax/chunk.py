@@ -45,8 +45,13 @@ def endtime(data: np.ndarray) -> np.ndarray:
     )
 
 
+_CHECKED_DTYPES: set[np.dtype] = set()
+
+
 def check_time_fields(dtype: np.dtype) -> None:
     """Raise unless the dtype carries strax's time fields."""
+    if dtype in _CHECKED_DTYPES:
+        return
     names = dtype.names or ()
     if "time" not in names:
         raise ChunkDtypeError(f"dtype {dtype} has no 'time' field")
@@ -54,6 +59,8 @@ def check_time_fields(dtype: np.dtype) -> None:
         raise ChunkDtypeError(
             f"dtype {dtype} needs an 'endtime' field, or 'dt' and 'length' fields"
         )
+    if len(_CHECKED_DTYPES) < 10_000:
+        _CHECKED_DTYPES.add(dtype)
 
 
 def split_index(data: np.ndarray, t: int, allow_early_split: bool = False) -> tuple[int, int]:
@@ -166,15 +173,17 @@ class Chunk:
 
     def _check(self) -> None:
         data = self.data
-        if not isinstance(data, np.ndarray):
+        if type(data) is np.ndarray and data.dtype is self.dtype and data.ndim == 1:
+            pass  # the common case: skip the type checks below
+        elif not isinstance(data, np.ndarray):
             raise ChunkDtypeError(
                 f"chunk data must be a numpy structured array, got {type(data).__name__}"
             )
-        if data.dtype != self.dtype:
+        elif data.dtype != self.dtype:
             raise ChunkDtypeError(
                 f"data has dtype {data.dtype}, but the data type declares {self.dtype}"
             )
-        if data.ndim != 1:
+        elif data.ndim != 1:
             raise ChunkDtypeError(f"chunk data must be one-dimensional, got shape {data.shape}")
         if self.start > self.end:
             raise ChunkBoundaryError(f"chunk start {self.start} is after its end {self.end}")
@@ -194,9 +203,10 @@ class Chunk:
             raise ChunkBoundaryError(
                 f"item 0 starts at {first}, before the chunk start {self.start}"
             )
-        last_end = int(endtime(data).max())
+        ends = data["endtime"] if "endtime" in self.dtype.fields else endtime(data)
+        last_end = int(ends.max()) if n > 1 else int(ends[0])
         if last_end > self.end:
-            bad = int(np.argmax(endtime(data) > self.end))
+            bad = int(np.argmax(ends > self.end))
             raise ChunkBoundaryError(
                 f"item {bad} ends at {last_end}, after the chunk end {self.end}"
             )
@@ -339,7 +349,14 @@ def concat_arrays(arrays: Sequence[np.ndarray]) -> np.ndarray:
         return non_empty[0]
     if not non_empty:
         return arrays[0][:0]
-    return np.concatenate(non_empty)
+    # Not np.concatenate: it may normalize a structured dtype (byte order, alignment), and a
+    # chunk's dtype must stay exactly what was declared.
+    out = np.empty(sum(len(a) for a in non_empty), dtype=non_empty[0].dtype)
+    i = 0
+    for a in non_empty:
+        out[i : i + len(a)] = a
+        i += len(a)
+    return out
 
 
 def merged_dtype(dtypes: Sequence[np.dtype]) -> np.dtype:

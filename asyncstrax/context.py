@@ -220,6 +220,7 @@ class Context:
         config: Mapping[str, Any] | None = None,
         max_workers: int | None = None,
         progress_bar: bool | None = None,
+        time_range: tuple[int, int] | None = None,
         _plugins: Mapping[str, Plugin] | None = None,
         **kwargs: Any,
     ) -> Pipeline:
@@ -239,7 +240,10 @@ class Context:
             plugin = plugins[dt]
             if id(plugin) in chosen or dt in loaded:
                 return
-            loader = self._find_loader(run_id, dt, plugin)
+            # A time range narrows only what a target loads: inputs of a computation must
+            # all cover the same span, which their own chunkings may not share.
+            loader = self._find_loader(run_id, dt, plugin,
+                                       time_range if dt in targets else None)
             if loader is not None and (dt in targets or not plugin.multi_output):
                 loaders.append(loader)
                 loaded.add(dt)
@@ -293,14 +297,15 @@ class Context:
             return dt in targets or dt in save
         return dt in save
 
-    def _find_loader(self, run_id: str, dt: str, plugin: Plugin) -> Any:
+    def _find_loader(self, run_id: str, dt: str, plugin: Plugin,
+                     time_range: tuple[int, int] | None = None) -> Any:
         if not self.storage:
             return None
         key = DataKey(run_id, dt, plugin.lineage)  # type: ignore[attr-defined]
         for store in self.storage:
             if store.find(key):
                 return store.loader(key, data_kind=plugin.data_kind_for(dt),
-                                    dtype=plugin.dtype_for(dt))
+                                    dtype=plugin.dtype_for(dt), time_range=time_range)
         return None
 
     def _make_saver(self, run_id: str, dt: str, plugin: Plugin) -> Any:
@@ -334,7 +339,7 @@ class Context:
     ) -> AsyncIterator[Chunk]:
         """The targets' chunks as they are made, with time-range selection applied."""
         check_time_selection(time_selection)
-        pipeline = self.pipeline(run_id, targets, **kwargs)
+        pipeline = self.pipeline(run_id, targets, time_range=time_range, **kwargs)
         try:
             async for chunk in pipeline:
                 if not chunk_overlaps(chunk.start, chunk.end, time_range):

@@ -64,7 +64,12 @@ class Work:
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for pieces in self.parts.values() for _, arrs in pieces for a in arrs)
+        total = 0
+        for pieces in self.parts.values():
+            for _, arrays in pieces:
+                for a in arrays:
+                    total += a.nbytes
+        return total
 
 
 def camel_to_snake(name: str) -> str:
@@ -173,11 +178,11 @@ class Plugin:
                     f"dict with exactly those keys",
                     plugin=self.name,
                 )
-            self.dtype = {k: np.dtype(v) for k, v in dtype.items()}
+            self.dtype = {k: to_numpy_dtype(v) for k, v in dtype.items()}
         else:
             if isinstance(dtype, dict):
                 dtype = dtype.get(self.provides[0], dtype)
-            self.dtype = np.dtype(dtype)
+            self.dtype = to_numpy_dtype(dtype)
         for dt in self.provides:
             try:
                 check_time_fields(self.dtype_for(dt))
@@ -278,6 +283,9 @@ class Plugin:
         """Join each data type's pieces and merge data types of one kind (on the worker)."""
         merged = {}
         for kind, pieces in work.parts.items():
+            if len(pieces) == 1 and len(pieces[0][1]) == 1:
+                merged[kind] = pieces[0][1][0]
+                continue
             arrays = [concat_arrays(arrs) for _, arrs in pieces]
             if len(arrays) == 1:
                 merged[kind] = arrays[0]
@@ -307,30 +315,35 @@ class Plugin:
     def call_compute(
         self, inputs: dict[str, np.ndarray], start: int, end: int, chunk_i: int
     ) -> Any:
-        kinds = list(inputs)
-        args = type(self)._compute_args
-        kwargs: dict[str, Any] = {}
-        data_names = [a for a in args if a not in ("start", "end", "chunk_i")]
-        if set(data_names) == set(kinds):
-            kwargs.update(inputs)
-        else:
-            if len(data_names) != len(kinds) and not self._compute_takes_varargs():
-                raise InvalidConfiguration(
-                    f"compute of {self.name} takes {data_names} but the plugin has "
-                    f"{len(kinds)} input kind(s): {kinds}",
-                    plugin=self.name,
-                )
-            kwargs.update(zip(data_names, (inputs[k] for k in kinds)))
-        if "start" in args:
-            kwargs["start"] = start
-        if "end" in args:
-            kwargs["end"] = end
-        if "chunk_i" in args:
-            kwargs["chunk_i"] = chunk_i
+        """Call compute with one argument per input kind (by name, else in order)."""
+        plan = self.__dict__.get("_call_plan")
+        if plan is None or plan[0] != tuple(inputs):
+            plan = self.__dict__["_call_plan"] = self._make_call_plan(tuple(inputs))
+        _, names, extras = plan
+        kwargs = dict(zip(names, inputs.values()))
+        if extras:
+            if "start" in extras:
+                kwargs["start"] = start
+                kwargs["end"] = end
+            if "chunk_i" in extras:
+                kwargs["chunk_i"] = chunk_i
         return self.compute(**kwargs)
 
-    def _compute_takes_varargs(self) -> bool:
-        return False
+    def _make_call_plan(self, kinds: tuple[str, ...]) -> tuple:
+        args = type(self)._compute_args
+        data_names = [a for a in args if a not in ("start", "end", "chunk_i")]
+        extras = tuple(a for a in args if a in ("start", "end", "chunk_i"))
+        if set(data_names) == set(kinds):
+            names: tuple[str, ...] = kinds
+        elif len(data_names) == len(kinds):
+            names = tuple(data_names)  # positional, in the order of the input kinds
+        else:
+            raise InvalidConfiguration(
+                f"compute of {self.name} takes {data_names} but the plugin has "
+                f"{len(kinds)} input kind(s): {list(kinds)}",
+                plugin=self.name,
+            )
+        return kinds, names, extras
 
     def fix_output(self, result: Any, start: int, end: int, chunk_i: int) -> dict[str, Chunk]:
         """Turn what compute returned into checked Chunks, one per provided data type."""
@@ -390,6 +403,27 @@ def _as_wrong_output(error: AsyncstraxError) -> AsyncstraxError:
         time_range=error.time_range,
     )
     return wrong
+
+
+def to_numpy_dtype(declared: Any) -> np.dtype:
+    """A numpy dtype from a declaration, accepting strax's ``(name, type, comment)`` fields."""
+    if isinstance(declared, np.dtype):
+        return declared
+    if isinstance(declared, list):
+        fields = []
+        for field_ in declared:
+            if (
+                isinstance(field_, tuple)
+                and len(field_) == 3
+                and isinstance(field_[0], str)
+                and isinstance(field_[2], str)
+            ):
+                name, type_, comment = field_
+                fields.append(((comment, name), type_))
+            else:
+                fields.append(field_)
+        return np.dtype(fields)
+    return np.dtype(declared)
 
 
 def dict_to_array(fields: dict[str, Any], dtype: np.dtype) -> np.ndarray:

@@ -332,7 +332,8 @@ class Pipeline:
         try:
             await saver.consume(reader, self._pool)  # type: ignore[arg-type]
         except BaseException as error:
-            await asyncio.shield(saver.abort(error))
+            # Record the pipeline's first error (the real cause), not our own cancellation.
+            await asyncio.shield(saver.abort(self._error or error))
             raise
 
     # ------------------------------------------------------------------ consuming

@@ -47,6 +47,7 @@ class InputSync:
         self.chunk_i = 0
         self.done = False
         self._told_last = False
+        self._single = next(iter(readers)) if len(readers) == 1 else None
         self._empty: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ feeding
@@ -84,8 +85,26 @@ class InputSync:
         return True
 
     # ------------------------------------------------------------------ stepping
+    def _single_input_step(self) -> Work | None:
+        """Fast path for one input: its next chunk is the next step, no split needed."""
+        if self._single is None or self.done:
+            return None
+        queue = self.pending[self._single]
+        if not queue:
+            chunk = self.readers[self._single].get_nowait()
+            if chunk is None:
+                return None
+            self._accept(self._single, chunk)
+        head = queue[0]
+        if head.start != self.cursor or head.end == head.start:
+            return None
+        return self._take_heads(head.end)
+
     async def next_work(self) -> Work | None:
         """The next synchronized step, waiting for input as needed; None at the end."""
+        work = self._single_input_step()
+        if work is not None:
+            return work
         while True:
             step = self.try_step()
             if not isinstance(step, _Need):
@@ -95,6 +114,9 @@ class InputSync:
 
     def next_work_nowait(self) -> Work | None | _Need:
         """The next step if it can be made from what is buffered, else a ``_Need``."""
+        work = self._single_input_step()
+        if work is not None:
+            return work
         while True:
             step = self.try_step()
             if not isinstance(step, _Need):
@@ -131,6 +153,10 @@ class InputSync:
                 f"input of a plugin must cover the same run time",
                 data_type=ended[0],
             )
+        heads = [q[0] for q in self.pending.values()]
+        first_end = heads[0].end
+        if all(c.end == first_end and c.start == self.cursor for c in heads):
+            return self._take_heads(first_end)  # aligned inputs: whole chunks, no split
         ends = {dt: q[-1].end for dt, q in self.pending.items()}
         t = min(ends.values())
         cuts = self._cuts(t)
@@ -176,6 +202,27 @@ class InputSync:
         queue = self.pending[dt]
         return bool(queue) and queue[0].end == queue[0].start == t
 
+    def _take_heads(self, end: int) -> Work:
+        """The common case: every input's next chunk covers the same range; take them whole."""
+        start = self.cursor
+        assert start is not None
+        parts = {
+            kind: [(dt, [self.pending[dt].popleft().data]) for dt in dts]
+            for kind, dts in self.kinds.items()
+        }
+        self.cursor = end
+        work = Work(self.chunk_i, start, end, parts)
+        self.chunk_i += 1
+        work.is_last = self._nothing_follows()
+        self._told_last = work.is_last
+        return work
+
+    def _nothing_follows(self) -> bool:
+        for dt, queue in self.pending.items():
+            if queue or not (self.finished[dt] or self.readers[dt].at_end):
+                return False
+        return True
+
     def _commit(self, t: int, plan: dict[str, tuple[int, int]]) -> Work:
         start = self.cursor
         assert start is not None
@@ -199,9 +246,7 @@ class InputSync:
         self.cursor = t
         work = Work(chunk_i=self.chunk_i, start=start, end=t, parts=parts)
         self.chunk_i += 1
-        work.is_last = all(not q for q in self.pending.values()) and all(
-            self.finished[dt] or self.readers[dt].at_end for dt in self.pending
-        )
+        work.is_last = self._nothing_follows()
         self._told_last = work.is_last
         return work
 

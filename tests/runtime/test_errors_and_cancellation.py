@@ -1,0 +1,194 @@
+"""The first exception stops everything and names plugin, data type and chunk; cancelling the
+awaiting task cleans up; the event loop stays free while plugins compute."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+from toy_plugins import TOY_PLUGINS, PulseBasics
+
+import asyncstrax as ax
+
+
+def no_engine_threads() -> bool:
+    return not [t for t in threading.enumerate() if t.name.startswith("asyncstrax")]
+
+
+class FailingBasics(PulseBasics):
+    """Raises on its third step."""
+
+    def compute(self, pulses, chunk_i):
+        if chunk_i == 2:
+            raise ValueError("bad calibration constant")
+        return super().compute(pulses)
+
+
+class SlowBasics(PulseBasics):
+    """Computes for a long time (holds a worker thread, like a heavy numba kernel)."""
+
+    seconds = ax.Config(default=2.0, type=float)
+
+    def compute(self, pulses):
+        time.sleep(self.seconds)
+        return super().compute(pulses)
+
+
+BOUNDS = {"chunk_bounds": (10_000, 25_000, 60_000, 65_000, 90_000)}
+
+
+def test_exception_in_middle_plugin_names_plugin_and_chunk():
+    ctx = ax.Context(register=[*TOY_PLUGINS, FailingBasics], config=BOUNDS)
+    with pytest.raises(ax.PluginError) as info:
+        ctx.get_array("r", "big_pulse_neighbours")
+    message = str(info.value)
+    assert "FailingBasics" in message and "'pulse_basics'" in message and "chunk 2" in message
+    assert "ValueError: bad calibration constant" in message
+    assert isinstance(info.value.__cause__, ValueError)
+    assert info.value.plugin == "FailingBasics" and info.value.chunk_i == 2
+    assert no_engine_threads()
+
+
+@pytest.mark.asyncio
+async def test_exception_leaves_no_task_running():
+    ctx = ax.Context(register=[*TOY_PLUGINS, FailingBasics], config=BOUNDS)
+    before = asyncio.all_tasks()
+    with pytest.raises(ax.PluginError, match="chunk 2"):
+        await ctx.aget_array("r", "big_pulse_neighbours")
+    assert asyncio.all_tasks() == before
+    assert no_engine_threads()
+
+
+@pytest.mark.asyncio
+async def test_cancelling_the_awaiting_task_cleans_up():
+    ctx = ax.Context(register=[*TOY_PLUGINS, SlowBasics], config={**BOUNDS, "seconds": 0.3})
+    before = asyncio.all_tasks()
+    task = asyncio.create_task(ctx.aget_array("r", "big_pulse_neighbours"))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert asyncio.all_tasks() == before
+    assert no_engine_threads()
+
+
+@pytest.mark.asyncio
+async def test_event_loop_stays_free_while_a_plugin_computes():
+    ctx = ax.Context(register=[*TOY_PLUGINS, SlowBasics], config={"seconds": 2.0})
+    worst = 0.0
+    done = False
+
+    async def heartbeat():
+        nonlocal worst
+        last = time.perf_counter()
+        while not done:
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            worst = max(worst, now - last)
+            last = now
+
+    beat = asyncio.create_task(heartbeat())
+    t0 = time.perf_counter()
+    result = await ctx.aget_array("r", "pulse_basics")
+    done = True
+    await beat
+    assert time.perf_counter() - t0 >= 2.0 and len(result) == 500
+    assert worst < 0.05, f"the loop was blocked for {worst * 1e3:.0f} ms"
+
+
+class WrongDtype(PulseBasics):
+    def compute(self, pulses):
+        return np.zeros(len(pulses), [("time", np.int64), ("endtime", np.int64)])
+
+
+class Unsorted(PulseBasics):
+    def compute(self, pulses):
+        return super().compute(pulses)[::-1]
+
+
+class OutOfRange(PulseBasics):
+    def compute(self, pulses, start, end):
+        out = super().compute(pulses)
+        out["endtime"] += 10**9
+        return out
+
+
+@pytest.mark.parametrize(
+    "plugin, pattern",
+    [
+        (WrongDtype, "compute returned an array of dtype .* but 'pulse_basics' is declared as"),
+        (Unsorted, "output breaks a chunk rule: data is not sorted by time"),
+        (OutOfRange, "output breaks a chunk rule: item 0 ends at .* after the chunk end"),
+    ],
+)
+def test_wrong_output_is_a_clear_error(plugin, pattern):
+    ctx = ax.Context(register=[*TOY_PLUGINS, plugin])
+    with pytest.raises(ax.PluginGaveWrongOutput, match=pattern) as info:
+        ctx.get_array("r", "pulse_basics")
+    assert f"plugin {plugin.__name__}" in str(info.value) and "chunk 0" in str(info.value)
+
+
+class StraxSourceNotReadyYet(ax.Plugin):
+    """A strax-style source that becomes ready over time (a live DAQ writing files)."""
+
+    provides = "ticks"
+    depends_on = ()
+    dtype = [("time", np.int64), ("endtime", np.int64)]
+    source_poll_interval = 0.01
+
+    def setup(self):
+        self.t0 = time.monotonic()
+
+    def is_ready(self, chunk_i):
+        return chunk_i < 3 and time.monotonic() - self.t0 > 0.02 * chunk_i
+
+    def source_finished(self):
+        return time.monotonic() - self.t0 > 0.1
+
+    def compute(self, chunk_i):
+        d = np.zeros(1, self.dtype)
+        d["time"], d["endtime"] = chunk_i * 10, chunk_i * 10 + 1
+        return self.chunk(start=chunk_i * 10, end=chunk_i * 10 + 10, data=d)
+
+
+def test_strax_source_protocol_polls_until_finished():
+    ctx = ax.Context(register=[StraxSourceNotReadyYet])
+    assert ctx.get_array("r", "ticks")["time"].tolist() == [0, 10, 20]
+
+
+class AsyncSource(ax.Plugin):
+    """The native form: an async generator, as a DAQ reader would write it."""
+
+    provides = "ticks"
+    depends_on = ()
+    dtype = [("time", np.int64), ("endtime", np.int64)]
+
+    async def iterate(self):
+        for i in range(4):
+            await asyncio.sleep(0)
+            d = np.zeros(2, self.dtype)
+            d["time"] = [i * 10, i * 10 + 5]
+            d["endtime"] = d["time"] + 1
+            yield self.chunk(start=i * 10, end=i * 10 + 10, data=d)
+
+
+class FailingAsyncSource(AsyncSource):
+    async def iterate(self):
+        async for chunk in super().iterate():
+            yield chunk
+            raise ConnectionError("digitizer went away")
+
+
+def test_native_async_source():
+    ctx = ax.Context(register=[AsyncSource])
+    assert len(ctx.get_array("r", "ticks")) == 8
+
+
+def test_native_async_source_error_names_plugin_and_chunk():
+    ctx = ax.Context(register=[FailingAsyncSource])
+    with pytest.raises(ax.PluginError, match="FailingAsyncSource.*chunk 1|chunk 1.*") as info:
+        ctx.get_array("r", "ticks")
+    assert "ConnectionError: digitizer went away" in str(info.value)

@@ -1,0 +1,214 @@
+"""The Context: registration, configuration, lineage, requests and their errors."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from toy_plugins import TOY_PLUGINS, BigPulses, PulseBasics, Pulses, make_pulses
+
+import asyncstrax as ax
+
+
+@pytest.fixture
+def ctx():
+    return ax.Context(register=TOY_PLUGINS)
+
+
+def test_get_array_get_df_get_iter(ctx):
+    arr = ctx.get_array("r", "pulses")
+    np.testing.assert_array_equal(arr, make_pulses(500))
+    df = ctx.get_df("r", "pulse_basics")
+    assert list(df.columns) == ["time", "endtime", "area_per_sample"] and len(df) == 500
+    chunks = list(ctx.get_iter("r", "pulses", config={"chunk_bounds": (10_000, 60_000)}))
+    assert [(c.start, c.end) for c in chunks] == [(0, 10_000), (10_000, 60_000),
+                                                  (60_000, 100_000)]
+
+
+def test_time_range_selection(ctx):
+    full = ctx.get_array("r", "pulses")
+    ends = ax.endtime(full)
+    part = ctx.get_array("r", "pulses", time_range=(20_000, 50_000))
+    expected = full[(full["time"] >= 20_000) & (ends <= 50_000)]
+    np.testing.assert_array_equal(part, expected)
+    touching = ctx.get_array("r", "pulses", time_range=(20_000, 50_000),
+                             time_selection="touching")
+    np.testing.assert_array_equal(touching, full[(full["time"] < 50_000) & (ends > 20_000)])
+    with pytest.raises(ax.InvalidConfiguration, match="time_selection must be one of"):
+        ctx.get_array("r", "pulses", time_range=(0, 1), time_selection="inside")
+
+
+def test_config_changes_results_and_lineage(ctx):
+    few = ctx.get_array("r", "big_pulses", config={"threshold": 30.0})
+    many = ctx.get_array("r", "big_pulses")
+    assert len(few) < len(many)
+    key1 = ctx.key_for("r", "big_pulses")
+    ctx.set_config({"threshold": 30.0})
+    key2 = ctx.key_for("r", "big_pulses")
+    assert key1.lineage_hash != key2.lineage_hash
+    assert ctx.lineage("r", "big_pulses")["big_pulses"] == ("BigPulses", "0.0.0",
+                                                            {"threshold": 30.0})
+    assert "pulses" in ctx.lineage("r", "big_pulses")
+
+
+def test_untracked_option_is_not_in_lineage(ctx):
+    key1 = ctx.key_for("r", "pulses")
+    ctx.set_config({"chunk_bounds": (5, 6)})
+    assert ctx.key_for("r", "pulses") == key1
+
+
+def test_lineage_hash_is_stable_across_processes(ctx):
+    code = (
+        "import sys; sys.path[:0] = ['tests', '.']\n"
+        "import asyncstrax as ax; from toy_plugins import TOY_PLUGINS\n"
+        "print(ax.Context(register=TOY_PLUGINS).key_for('r', 'big_pulse_neighbours'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={"PYTHONHASHSEED": "123", "PATH": ""}).stdout.strip()
+    assert out == str(ctx.key_for("r", "big_pulse_neighbours"))
+
+
+def test_unknown_and_ill_typed_config(ctx):
+    with pytest.raises(ax.InvalidConfiguration, match="'treshold' \\(did you mean 'threshold'"):
+        ctx.set_config({"treshold": 3})
+    ctx.set_config({"threshold": "high"})
+    with pytest.raises(ax.InvalidConfiguration,
+                       match="option 'threshold' must be of type float, got 'high'") as info:
+        ctx.get_array("r", "big_pulses")
+    assert info.value.plugin == "BigPulses"
+
+
+def test_required_option_without_value():
+    class NeedsGain(PulseBasics):
+        gain = ax.Config(type=float, help="no default")
+
+    ctx = ax.Context(register=[Pulses, NeedsGain])
+    with pytest.raises(ax.InvalidConfiguration, match="option 'gain' is required"):
+        ctx.get_array("r", "pulse_basics")
+
+
+def test_registration_errors():
+    class Orphan(ax.Plugin):
+        provides = "orphan"
+        depends_on = "nothing_provides_this"
+        dtype = [("time", np.int64), ("endtime", np.int64)]
+
+    ctx = ax.Context(register=[Orphan])
+    with pytest.raises(ax.RegistrationError,
+                       match="no plugin provides 'nothing_provides_this' \\(needed by orphan\\)"):
+        ctx.get_array("r", "orphan")
+
+    class A(ax.Plugin):
+        provides = "a"
+        depends_on = "b"
+        dtype = [("time", np.int64), ("endtime", np.int64)]
+
+    class B(A):
+        provides = "b"
+        depends_on = "a"
+
+    ctx = ax.Context(register=[A, B])
+    with pytest.raises(ax.RegistrationError, match="dependency cycle: a -> b -> a"):
+        ctx.get_array("r", "a")
+
+    class Two(ax.Plugin):
+        provides = ("x", "y")
+        dtype = {"x": [("time", np.int64), ("endtime", np.int64)],
+                 "y": [("time", np.int64), ("endtime", np.int64)]}
+
+    class JustX(ax.Plugin):
+        provides = "x"
+        dtype = [("time", np.int64), ("endtime", np.int64)]
+
+    ctx = ax.Context(register=[Two])
+    with pytest.raises(ax.RegistrationError, match="already provides together with"):
+        ctx.register(JustX)
+    with pytest.raises(ax.RegistrationError, match="can only register Plugin subclasses"):
+        ctx.register(int)
+
+
+def test_plugin_replacing_another(ctx):
+    class StricterBig(BigPulses):
+        provides = "big_pulses"
+        threshold = ax.Config(default=40.0, type=float)
+
+    ctx.register(StricterBig)
+    assert len(ctx.get_array("r", "big_pulses")) < len(
+        ax.Context(register=TOY_PLUGINS).get_array("r", "big_pulses"))
+
+
+@pytest.mark.asyncio
+async def test_sync_call_inside_a_loop_names_the_async_form(ctx):
+    with pytest.raises(ax.EventLoopError, match="await ctx.aget_array"):
+        ctx.get_array("r", "pulses")
+    with pytest.raises(ax.EventLoopError, match="ctx.aiter"):
+        ctx.get_iter("r", "pulses")
+    arr = await ctx.aget_array("r", "pulses")
+    assert len(arr) == 500
+    chunks = [c async for c in ctx.aiter("r", "pulses")]
+    assert sum(len(c) for c in chunks) == 500
+
+
+@pytest.mark.asyncio
+async def test_pipeline_object_runs_and_reports(ctx):
+    pipeline = ctx.pipeline("r", "big_pulse_neighbours")
+    summary = await pipeline.run()
+    names = [s.name for s in summary.components]
+    assert names == ["Pulses", "PulseBasics", "BigPulses", "BigPulseNeighbours"]
+    assert summary.components[0].items == 500
+    assert "BigPulseNeighbours" in summary.table()
+
+
+def test_show_config_and_data_info(ctx):
+    cfg = ctx.show_config("big_pulses")
+    row = cfg[cfg["option"] == "threshold"].iloc[0]
+    assert row["default"] == 15.0 and row["applies_to"] == ("big_pulses",)
+    assert "area threshold" in row["help"]
+    info = ctx.data_info("pulses")
+    assert list(info["Field name"]) == ["time", "length", "dt", "channel", "area"]
+    assert info.iloc[4]["Comment"] == "Integral [PE]"
+
+
+def test_ignored_strax_processor_arguments_warn_once(ctx):
+    with pytest.warns(UserWarning, match="ignores \\['processor'\\]"):
+        ctx.get_array("r", "pulses", processor="threaded_mailbox")
+
+
+def test_multiple_kinds_as_targets_is_an_error(ctx):
+    with pytest.raises(ax.InvalidConfiguration, match="several data kinds"):
+        ctx.get_array("r", ["pulses", "big_pulses"])
+
+
+class MultiOut(ax.Plugin):
+    provides = ("small", "large")
+    depends_on = "pulses"
+    data_kind = {"small": "small", "large": "large"}
+    dtype = {"small": [("time", np.int64), ("endtime", np.int64)],
+             "large": [("time", np.int64), ("endtime", np.int64)]}
+
+    def compute(self, pulses):
+        ends = ax.endtime(pulses)
+        return {
+            "small": {"time": pulses["time"][pulses["area"] < 5], "endtime":
+                      ends[pulses["area"] < 5]},
+            "large": {"time": pulses["time"][pulses["area"] >= 5], "endtime":
+                      ends[pulses["area"] >= 5]},
+        }
+
+
+def test_multi_output_with_dict_of_fields():
+    ctx = ax.Context(register=[Pulses, MultiOut])
+    small = ctx.get_array("r", "small")
+    large = ctx.get_array("r", "large")
+    assert len(small) + len(large) == 500
+    assert ctx.key_for("r", "small").lineage == ctx.key_for("r", "large").lineage
+
+
+def test_asyncio_run_from_user_code(ctx):
+    async def app():
+        return await ctx.aget_array("r", "pulse_basics")
+
+    assert len(asyncio.run(app())) == 500
