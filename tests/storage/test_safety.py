@@ -1,0 +1,345 @@
+"""Damaged data is a clear error; failed or racing writes never look complete."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+
+import numpy as np
+import pytest
+from storage_testing import (
+    ENDTIME_DTYPE,
+    StubPlugin,
+    assert_same_chunks,
+    load_chunks,
+    make_chunks,
+    save_chunks,
+)
+
+from asyncstrax.errors import DataCorrupted, DataNotAvailable, StorageError
+from asyncstrax.storage import FileStore, files, list_stored, tempdirs
+
+
+async def saved(tmp_path, n_chunks=4, **plugin_kwargs):
+    rng = np.random.default_rng(0)
+    chunks = make_chunks(ENDTIME_DTYPE, list(range(0, 1000 * n_chunks + 1, 1000)),
+                         [50] * n_chunks, rng)
+    store = FileStore(tmp_path)
+    plugin = StubPlugin("things", ENDTIME_DTYPE, **plugin_kwargs)
+    await save_chunks(store, plugin.key(), plugin, chunks)
+    return store, plugin, chunks
+
+
+def chunk_path(store, plugin, i):
+    key = plugin.key()
+    return os.path.join(store.folder(key), f"things-{key.lineage_hash}-{i:06d}")
+
+
+def md_path(store, plugin):
+    key = plugin.key()
+    return os.path.join(store.folder(key), f"things-{key.lineage_hash}-metadata.json")
+
+
+# ---------------------------------------------------------------------------- corruption
+@pytest.mark.asyncio
+async def test_truncated_chunk_file(tmp_path):
+    store, plugin, _ = await saved(tmp_path)
+    path = chunk_path(store, plugin, 2)
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+    with pytest.raises(DataCorrupted) as info:
+        await load_chunks(store, plugin.key(), plugin)
+    assert path in str(info.value) and info.value.chunk_i == 2
+    assert "chunk 2" in str(info.value)
+
+
+@pytest.mark.asyncio
+async def test_truncated_chunk_file_without_filesize(tmp_path):
+    """strax does not always record filesize: the lz4 frame itself catches the truncation."""
+    store, plugin, _ = await saved(tmp_path)
+    md = json.load(open(md_path(store, plugin)))
+    for c in md["chunks"]:
+        c.pop("filesize", None)
+    json.dump(md, open(md_path(store, plugin), "w"))
+    path = chunk_path(store, plugin, 1)
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) - 7)
+    with pytest.raises(DataCorrupted) as info:
+        await load_chunks(store, plugin.key(), plugin)
+    assert path in str(info.value) and info.value.chunk_i == 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("where", ["middle", "end"])
+async def test_flipped_bytes_fail_the_checksum(tmp_path, where):
+    store, plugin, _ = await saved(tmp_path)
+    path = chunk_path(store, plugin, 1)
+    raw = bytearray(open(path, "rb").read())
+    i = len(raw) // 2 if where == "middle" else len(raw) - 6
+    raw[i] ^= 0x5A
+    open(path, "wb").write(bytes(raw))
+    with pytest.raises(DataCorrupted) as info:
+        await load_chunks(store, plugin.key(), plugin)
+    assert path in str(info.value) and info.value.chunk_i == 1
+
+
+@pytest.mark.asyncio
+async def test_missing_chunk_file(tmp_path):
+    store, plugin, _ = await saved(tmp_path)
+    path = chunk_path(store, plugin, 3)
+    os.unlink(path)
+    assert store.find(plugin.key())  # find is a quick check of the metadata only
+    with pytest.raises(DataCorrupted) as info:
+        await load_chunks(store, plugin.key(), plugin)
+    assert path in str(info.value) and "missing" in str(info.value)
+    assert info.value.chunk_i == 3
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("content", ["{not json", "", "[1, 2]", '{"chunks": 5}'])
+async def test_bad_metadata(tmp_path, content):
+    store, plugin, _ = await saved(tmp_path)
+    open(md_path(store, plugin), "w").write(content)
+    with pytest.raises(DataCorrupted) as info:
+        store.find(plugin.key())
+    assert md_path(store, plugin) in str(info.value)
+    with pytest.raises(DataCorrupted):
+        store.get_metadata(plugin.key())
+
+
+@pytest.mark.asyncio
+async def test_missing_metadata(tmp_path):
+    store, plugin, _ = await saved(tmp_path)
+    os.unlink(md_path(store, plugin))
+    with pytest.raises(DataCorrupted, match="no metadata"):
+        store.find(plugin.key())
+
+
+@pytest.mark.asyncio
+async def test_metadata_disagreeing_with_file(tmp_path):
+    store, plugin, _ = await saved(tmp_path)
+    md = json.load(open(md_path(store, plugin)))
+    md["chunks"][0]["n"] += 1
+    md["chunks"][0].pop("filesize")
+    json.dump(md, open(md_path(store, plugin), "w"))
+    with pytest.raises(DataCorrupted, match="items of"):
+        await load_chunks(store, plugin.key(), plugin)
+
+
+@pytest.mark.asyncio
+async def test_changed_dtype_is_reported(tmp_path):
+    store, plugin, _ = await saved(tmp_path)
+    other = np.dtype([("time", "<i8"), ("endtime", "<i8"), ("area", "<f8")])
+    with pytest.raises(DataCorrupted, match="dtype"):
+        store.loader(plugin.key(), data_kind="things", dtype=other)
+
+
+# ---------------------------------------------------------------------------- unwritable
+@pytest.mark.asyncio
+async def test_readonly_store_never_writes(tmp_path):
+    store, plugin, chunks = await saved(tmp_path / "data")
+    before = sorted(os.walk(tmp_path))
+    ro = FileStore(tmp_path / "data", readonly=True)
+    assert ro.find(plugin.key())
+    assert_same_chunks(chunks, await load_chunks(ro, plugin.key(), plugin))
+    with pytest.raises(StorageError, match="read-only"):
+        ro.saver(StubPlugin("other", ENDTIME_DTYPE).key(), plugin=plugin)
+    with pytest.raises(StorageError):
+        ro.write_run_metadata("run0", {})
+    FileStore(tmp_path / "nothing", readonly=True)
+    assert not (tmp_path / "nothing").exists()
+    assert sorted(os.walk(tmp_path)) == before
+
+
+def test_unwritable_path_is_a_storage_error(tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    store = FileStore(tmp_path / "a_file" / "store")
+    plugin = StubPlugin("things", ENDTIME_DTYPE)
+    with pytest.raises(StorageError, match="cannot save to"):
+        store.saver(plugin.key(), plugin=plugin)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_permission_denied_is_a_storage_error(tmp_path):
+    tmp_path.chmod(0o555)
+    try:
+        store = FileStore(tmp_path)
+        plugin = StubPlugin("things", ENDTIME_DTYPE)
+        with pytest.raises(StorageError, match="permission"):
+            store.saver(plugin.key(), plugin=plugin)
+    finally:
+        tmp_path.chmod(0o755)
+
+
+@pytest.mark.asyncio
+async def test_full_disk_is_a_storage_error_and_leaves_incomplete_data(tmp_path, monkeypatch):
+    real_open = open
+    calls = []
+
+    def full_disk_open(path, mode="r", *args, **kwargs):
+        if mode == "xb":
+            calls.append(path)
+            if path.endswith("000001"):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(files, "open", full_disk_open, raising=False)
+    with pytest.raises(StorageError, match="disk is full") as info:
+        await saved(tmp_path)
+    assert info.value.chunk_i == 1
+    store = FileStore(tmp_path)
+    plugin = StubPlugin("things", ENDTIME_DTYPE)
+    assert not store.find(plugin.key())
+    (row,) = list_stored(tmp_path)
+    assert row["temporary"] and not row["complete"]
+    assert "disk is full" in row["problem"]
+
+
+# ---------------------------------------------------------------------------- abort
+@pytest.mark.asyncio
+async def test_abort_records_exception_and_never_renames(tmp_path):
+    store = FileStore(tmp_path)
+    plugin = StubPlugin("things", ENDTIME_DTYPE)
+    rng = np.random.default_rng(0)
+    chunks = make_chunks(ENDTIME_DTYPE, [0, 100, 200, 300], [5, 5, 5], rng)
+
+    class Boom(Exception):
+        pass
+
+    async def failing():
+        for c in chunks[:2]:
+            yield c
+        raise Boom("the plugin broke")
+
+    from asyncstrax.runtime.channel import Channel
+    from asyncstrax.runtime.offload import ThreadPool
+
+    saver = store.saver(plugin.key(), plugin=plugin)
+    channel = Channel("things")
+    reader = channel.reader()
+    pool = ThreadPool(2)
+    task = asyncio.create_task(saver.consume(reader, pool))
+    with pytest.raises(Boom):
+        async for c in failing():
+            await channel.put(c)
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    try:
+        raise Boom("the plugin broke")
+    except Boom as error:
+        await saver.abort(error)
+    await pool.drain()
+    pool.shutdown()
+    assert not store.find(plugin.key())
+    assert not os.path.exists(store.folder(plugin.key()))
+    temp = store.folder(plugin.key()) + "_temp"
+    md = json.load(open(os.path.join(temp, f"things-{plugin.key().lineage_hash}-metadata.json")))
+    assert "Boom: the plugin broke" in md["exception"]
+    assert "writing_ended" not in md
+    # abort twice, or after its folder vanished, never raises
+    import shutil
+
+    shutil.rmtree(temp)
+    await saver.abort(RuntimeError("again"))
+
+
+@pytest.mark.asyncio
+async def test_abort_before_anything_was_written(tmp_path):
+    store = FileStore(tmp_path)
+    plugin = StubPlugin("things", ENDTIME_DTYPE)
+    saver = store.saver(plugin.key(), plugin=plugin)
+    await saver.abort(RuntimeError("early"))
+    assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------- existing data
+@pytest.mark.asyncio
+async def test_existing_complete_data_is_not_overwritten(tmp_path):
+    store, plugin, chunks = await saved(tmp_path)
+    path = chunk_path(store, plugin, 0)
+    stamp = os.stat(path).st_mtime_ns
+    rng = np.random.default_rng(99)
+    other = make_chunks(ENDTIME_DTYPE, [0, 1000], [3], rng)
+    saver = await save_chunks(store, plugin.key(), plugin, other)
+    assert saver.outcome == "skipped"
+    assert os.stat(path).st_mtime_ns == stamp
+    assert_same_chunks(chunks, await load_chunks(store, plugin.key(), plugin))
+
+
+@pytest.mark.asyncio
+async def test_broken_final_folder_is_replaced(tmp_path):
+    """strax renames failed writes to the final name with an exception: we redo them."""
+    store, plugin, chunks = await saved(tmp_path)
+    md = json.load(open(md_path(store, plugin)))
+    md["exception"] = "Traceback ...\nValueError: strax failed"
+    json.dump(md, open(md_path(store, plugin), "w"))
+    assert not store.find(plugin.key())
+    with pytest.raises(DataNotAvailable, match="strax failed"):
+        store.loader(plugin.key(), data_kind="things", dtype=ENDTIME_DTYPE)
+    saver = await save_chunks(store, plugin.key(), plugin, chunks)
+    assert saver.outcome == "saved"
+    assert store.find(plugin.key())
+    assert_same_chunks(chunks, await load_chunks(store, plugin.key(), plugin))
+    assert [r["folder"] for r in list_stored(tmp_path)] == [store.folder(plugin.key())]
+
+
+@pytest.mark.asyncio
+async def test_two_concurrent_savers_of_one_key(tmp_path):
+    rng = np.random.default_rng(0)
+    chunks = make_chunks(ENDTIME_DTYPE, list(range(0, 10_001, 1000)), [50] * 10, rng)
+    store = FileStore(tmp_path)
+    plugin = StubPlugin("things", ENDTIME_DTYPE)
+    a, b = await asyncio.gather(
+        save_chunks(store, plugin.key(), plugin, chunks),
+        save_chunks(store, plugin.key(), plugin, chunks),
+    )
+    assert sorted([a.outcome, b.outcome]) == ["lost", "saved"]
+    assert a.folder.path != b.folder.path  # each wrote its own folder
+    assert os.listdir(tmp_path) == [os.path.basename(store.folder(plugin.key()))]
+    assert_same_chunks(chunks, await load_chunks(store, plugin.key(), plugin))
+
+
+def test_live_writer_folder_is_not_taken_and_stale_one_is(tmp_path):
+    final = str(tmp_path / "run0-things-abcdefghij")
+    first = tempdirs.claim(final)
+    assert first.path == final + "_temp"
+    second = tempdirs.claim(final)  # the first writer is alive: a private folder
+    assert second.path.startswith(final + "_temp_")
+    assert tempdirs.remove_stale(final) == []
+    first.release()  # as if the first writer died
+    assert tempdirs.remove_stale(final) == [final + "_temp"]
+    second.release()
+    assert tempdirs.remove_stale(final) == [second.path]  # as a new saver does first
+    third = tempdirs.claim(final)
+    assert third.path == final + "_temp"
+    assert sorted(os.listdir(tmp_path)) == ["run0-things-abcdefghij_temp"]
+    third.release()
+
+
+def test_foreign_temp_folder_is_left_alone(tmp_path):
+    final = str(tmp_path / "run0-things-abcdefghij")
+    os.mkdir(final + "_temp")  # strax's in-progress write: no lock file
+    open(os.path.join(final + "_temp", "x"), "w").close()
+    assert tempdirs.remove_stale(final) == []
+    mine = tempdirs.claim(final)
+    assert mine.path != final + "_temp" and os.path.exists(final + "_temp")
+    mine.release()
+
+
+@pytest.mark.asyncio
+async def test_many_concurrent_savers_stress(tmp_path):
+    rng = np.random.default_rng(1)
+    chunks = make_chunks(ENDTIME_DTYPE, [0, 1000, 2000], [20, 20], rng)
+    for round_i in range(15):
+        store = FileStore(tmp_path / str(round_i))
+        plugin = StubPlugin("things", ENDTIME_DTYPE)
+        savers = await asyncio.gather(
+            *[save_chunks(store, plugin.key(), plugin, chunks) for _ in range(5)])
+        outcomes = sorted(s.outcome for s in savers)
+        assert outcomes.count("saved") >= 1 and set(outcomes) <= {"saved", "lost"}
+        assert os.listdir(store.path) == [os.path.basename(store.folder(plugin.key()))]
+        assert_same_chunks(chunks, await load_chunks(store, plugin.key(), plugin))
