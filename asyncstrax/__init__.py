@@ -10,6 +10,7 @@ once; anything not in ``__all__`` is internal.
 
 from .chunk import Chunk, endtime, split_array
 from .context import Context
+from .dtypes import time_dt_fields, time_fields
 from .errors import (
     AsyncstraxError,
     CannotSplit,
@@ -32,7 +33,7 @@ from .errors import (
 )
 from .lineage import DataKey, deterministic_hash
 from .options import Config, Option, takes_config
-from .plugins import Plugin, SaveWhen
+from .plugins import OverlapWindowPlugin, Plugin, SaveWhen
 from .runtime import Channel, DeadlockError, Pipeline, PipelineSummary
 from .storage import FileStore
 
@@ -64,6 +65,7 @@ __all__ = [
     "FileStore",
     "InvalidConfiguration",
     "Option",
+    "OverlapWindowPlugin",
     "Pipeline",
     "PipelineSummary",
     "Plugin",
@@ -77,4 +79,6 @@ __all__ = [
     "endtime",
     "split_array",
     "takes_config",
+    "time_dt_fields",
+    "time_fields",
 ]

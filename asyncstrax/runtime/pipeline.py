@@ -246,7 +246,9 @@ class Pipeline:
             reader._channel.close()
 
     # ------------------------------------------------------------------ producers
-    async def _emit(self, outs: list[Channel], outputs: dict[str, Chunk], stats: PluginStats) -> None:
+    async def _emit(
+        self, outs: list[Channel], outputs: dict[str, Chunk], stats: PluginStats
+    ) -> None:
         for channel in outs:
             chunk = outputs[channel.data_type]
             stats.chunks += 1
