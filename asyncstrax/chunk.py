@@ -368,8 +368,8 @@ def merged_dtype(dtypes: Sequence[np.dtype]) -> np.dtype:
             if name in seen:
                 continue
             seen.add(name)
-            field = dtype.fields[name]
-            title = field[2] if len(field) > 2 else None
+            field = dtype.fields[name]  # type: ignore[index]
+            title = field[2] if len(field) > 2 else None  # type: ignore[misc]
             descr.append(((title, name) if title else name, field[0]))
     return np.dtype(descr)
 

@@ -195,8 +195,8 @@ class Context:
 
         dtype = self.get_single_plugin("0", data_type).dtype_for(data_type)
         rows = []
-        for name in dtype.names:
-            field = dtype.fields[name]
+        for name in dtype.names or ():
+            field: Any = dtype.fields[name]  # type: ignore[index]
             rows.append(
                 {"Field name": name, "Data type": _type_str(field[0]),
                  "Comment": field[2] if len(field) > 2 else ""}
@@ -230,7 +230,7 @@ class Context:
         targets = _as_targets(targets)
         plugins = dict(_plugins) if _plugins is not None else self.get_plugins(
             run_id, targets, config)
-        save = set(_as_targets(save))
+        to_save = set(_as_targets(save))
         chosen: dict[int, Plugin] = {}
         loaders: list[Any] = []
         loaded: set[str] = set()
@@ -256,7 +256,7 @@ class Context:
             visit(target)
         for plugin in chosen.values():
             for dt in plugin.provides:
-                if self._should_save(plugin, dt, targets, save):
+                if self._should_save(plugin, dt, targets, to_save):
                     saver = self._make_saver(run_id, dt, plugin)
                     if saver is not None:
                         savers.append(saver)
@@ -362,7 +362,7 @@ class Context:
         """All of the targets' data for a run (or time range) as one structured array."""
         arrays = []
         dtype = None
-        agen = self.aiter(run_id, targets, **kwargs)
+        agen: Any = self.aiter(run_id, targets, **kwargs)
         try:
             async for chunk in agen:
                 dtype = chunk.dtype
@@ -463,5 +463,6 @@ def to_dataframe(data: np.ndarray) -> Any:
     """A pandas DataFrame of a structured array; multi-dimensional fields are left out."""
     import pandas as pd
 
-    names = [n for n in data.dtype.names or () if data.dtype.fields[n][0].shape == ()]
+    fields: Any = data.dtype.fields
+    names = [n for n in data.dtype.names or () if fields[n][0].shape == ()]
     return pd.DataFrame({n: data[n] for n in names})

@@ -106,7 +106,9 @@ class AsyncstraxError(Exception):
         return (_rebuild, (type(self), self.rule, fields, self.__dict__))
 
 
-def _rebuild(cls: type, rule: str, fields: dict, state: dict) -> AsyncstraxError:
+def _rebuild(
+    cls: type[AsyncstraxError], rule: str, fields: dict, state: dict
+) -> AsyncstraxError:
     error = cls.__new__(cls)
     AsyncstraxError.__init__(error, rule, **fields)
     error.__dict__.update(state)

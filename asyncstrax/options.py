@@ -163,7 +163,7 @@ def takes_config(*options: Option) -> Callable[[type], type]:
                 getattr(plugin_class, option.name, None), Option
             ):
                 setattr(plugin_class, option.name, option)
-        plugin_class.takes_config = merged
+        plugin_class.takes_config = merged  # type: ignore[attr-defined]
         return plugin_class
 
     return decorate

@@ -122,8 +122,8 @@ class Plugin:
 
     def __init__(self) -> None:
         provides = _as_tuple(type(self).provides) or (camel_to_snake(type(self).__name__),)
-        self.provides = provides
-        self.depends_on = _as_tuple(type(self).depends_on)
+        self.provides = provides  # type: ignore[misc]
+        self.depends_on = _as_tuple(type(self).depends_on)  # type: ignore[misc]
         self.config = {}
         self.deps = {}
         self.run_id = ""

@@ -135,7 +135,8 @@ class Pipeline:
     # ------------------------------------------------------------------ building
     def _check_graph(self) -> None:
         provided: dict[str, str] = {}
-        for component in [*self.plugins, *self.loaders]:
+        components: list[Any] = [*self.plugins, *self.loaders]
+        for component in components:
             for dt in component.provides:
                 if dt in provided:
                     raise InvalidConfiguration(
@@ -172,7 +173,8 @@ class Pipeline:
         self._t0 = time.perf_counter()
         monitor = self._monitor = StallMonitor()
         monitor.on_deadlock.append(self._fail)
-        for component in [*self.plugins, *self.loaders]:
+        components: list[Any] = [*self.plugins, *self.loaders]
+        for component in components:
             for dt in component.provides:
                 self._channels[dt] = Channel(dt, self.capacity_bytes, monitor)
         # Readers first (a reader must exist before its channel is written).
