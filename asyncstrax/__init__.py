@@ -33,7 +33,16 @@ from .errors import (
 )
 from .lineage import DataKey, deterministic_hash
 from .options import Config, Option, takes_config
-from .plugins import OverlapWindowPlugin, Plugin, SaveWhen
+from .plugins import (
+    CutPlugin,
+    DownChunkingPlugin,
+    ExhaustPlugin,
+    LoopPlugin,
+    MergeOnlyPlugin,
+    OverlapWindowPlugin,
+    Plugin,
+    SaveWhen,
+)
 from .runtime import Channel, DeadlockError, Pipeline, PipelineSummary
 from .storage import FileStore
 
@@ -41,6 +50,15 @@ from .storage import FileStore
 DataDirectory = FileStore
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``asyncstrax.tpc`` on first use: it loads numba kernels, which plain imports skip."""
+    if name == "tpc":
+        import importlib
+
+        return importlib.import_module(".tpc", __name__)
+    raise AttributeError(f"module 'asyncstrax' has no attribute {name!r}")
 
 __all__ = [
     "AsyncstraxError",
@@ -55,15 +73,20 @@ __all__ = [
     "ChunkSortError",
     "Config",
     "Context",
+    "CutPlugin",
     "DataCorrupted",
     "DataDirectory",
     "DataExistsError",
     "DataKey",
     "DataNotAvailable",
     "DeadlockError",
+    "DownChunkingPlugin",
     "EventLoopError",
+    "ExhaustPlugin",
     "FileStore",
     "InvalidConfiguration",
+    "LoopPlugin",
+    "MergeOnlyPlugin",
     "Option",
     "OverlapWindowPlugin",
     "Pipeline",

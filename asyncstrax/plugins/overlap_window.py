@@ -43,10 +43,17 @@ class OverlapWindowPlugin(Plugin):
         raise NotImplementedError(f"{self.name} must implement get_window_size()")
 
     def _window(self) -> int:
-        window = self.get_window_size()
-        if isinstance(window, (tuple, list)):
-            window = max(window)
-        window = int(window)
+        declared = self.get_window_size()
+        if isinstance(declared, (tuple, list)):
+            # (before, after): strax's form for asymmetric windows; we cache the larger
+            if len(declared) != 2 or min(declared) < 0:
+                raise PluginGaveWrongOutput(
+                    f"get_window_size() returned {declared!r}; give one number >= 0 or a "
+                    f"(before, after) pair of numbers >= 0",
+                    plugin=self.name,
+                )
+            return int(max(declared))
+        window = int(declared)
         if window < 0:
             raise PluginGaveWrongOutput(
                 f"get_window_size() returned {window}; it must be >= 0", plugin=self.name
@@ -68,11 +75,16 @@ class OverlapWindowPlugin(Plugin):
         outputs = self.fix_output(result, compute_start, work.end, work.chunk_i)
         new = {}
         for dt, chunk in outputs.items():
-            i, t = split_index(chunk.data, state.sent_until, allow_early_split=False) if len(
-                chunk.data
-            ) else (0, state.sent_until)
-            if t != state.sent_until:  # pragma: no cover - split_index raises instead
-                raise CannotSplit("results straddle what was already sent")
+            try:
+                i, _ = split_index(chunk.data, state.sent_until, allow_early_split=False)
+            except CannotSplit as error:
+                raise PluginGaveWrongOutput(
+                    f"recomputed results straddle time {state.sent_until}, up to which results "
+                    f"were already sent ({error.rule}); results must not change beyond the "
+                    f"window that get_window_size() declares",
+                    plugin=self.name,
+                    data_type=dt,
+                ) from None
             new[dt] = chunk.data[i:]
         if work.is_last:
             send_until = work.end

@@ -241,6 +241,8 @@ class InputSync:
                     queue[0] = _rest(queue[0], 0, t)
                 while queue and queue[0].end == queue[0].start == t and not len(queue[0]):
                     queue.popleft()  # zero-duration, empty: nothing left to give
+                if not arrays:
+                    arrays.append(self._empty[dt])  # no items of this type in the step
                 pieces.append((dt, arrays))
             parts[kind] = pieces
         self.cursor = t
