@@ -6,7 +6,8 @@ Physics (deliberately simple, documented so the reference chain can be tuned on 
   array. Each PMT has a gain (ADC x sample per PE) drawn once from ``detector_seed``, uniform in
   [0.8, 1.2] x 150; ``detector_to_pe(n_channels)`` gives the matching ``to_pe`` (1 / gain).
 - Events arrive as a Poisson process at ``event_rate_hz``. At the interaction time t:
-  S1 = ``s1_photons`` PE (uniform in the range, default 20-300), arrival times t + Exponential(25 ns),
+  S1 = ``s1_photons`` PE (uniform in the range, default 20-300), arrival times t +
+  Exponential(25 ns),
   uniform over all channels. S2 = ``s2_photons`` PE (log-uniform, default 1000-10000) after a drift
   time uniform in [20 us, 200 us], Gaussian in time with sigma uniform in [1, 2] us (truncated at
   5 sigma); 60% of the S2 light goes to the top array in a blob of channels around a random
@@ -389,7 +390,10 @@ class Simulator:
             c_bot = rng.integers(n_top, self.n_channels, len(idx2))
             c2 = np.where(top, c_top, c_bot).astype(np.int64)
             g2 = np.maximum(rng.normal(1.0, self.area_spread, len(idx2)), 0.1)
-            samples += [((t1.astype(np.int64) - start) // dt), ((t2.astype(np.int64) - start) // dt)]
+            samples += [
+                (t1.astype(np.int64) - start) // dt,
+                (t2.astype(np.int64) - start) // dt,
+            ]
             chans += [c1, c2]
             amps += [g1, g2]
             truth["event_number"] = np.arange(self._event_number, self._event_number + n_ev)
@@ -420,7 +424,9 @@ class Simulator:
         amp = np.concatenate(amps)
         order = np.argsort(ch * (1 << 40) + sample, kind="stable")
         sample, ch, amp = sample[order], ch[order], amp[order] * self.gains[ch[order]]
-        p_ch, p_start, p_len, p_ph0, p_ph1 = _build_pulses(ch, sample, self.pre_samples, self._extent)
+        p_ch, p_start, p_len, p_ph0, p_ph1 = _build_pulses(
+            ch, sample, self.pre_samples, self._extent
+        )
         rec_t = _record_times(p_start, p_len, self.samples_per_record)
         rec_order = np.argsort(rec_t, kind="stable")
         dest = np.empty(len(rec_t), dtype=np.int64)
