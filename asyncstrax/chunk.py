@@ -32,6 +32,9 @@ __all__ = ["Chunk", "endtime", "split_array", "split_index", "DEFAULT_CHUNK_TARG
 
 DEFAULT_CHUNK_TARGET_MB = 200
 
+#: from this many items on, chunk rules are checked in one numba pass (see _chunk_checks)
+BIG_CHUNK_ITEMS = 50_000
+
 
 def endtime(data: np.ndarray) -> np.ndarray:
     """End time of each item: the ``endtime`` field, or ``time + dt * length``."""
@@ -191,6 +194,9 @@ class Chunk:
         n = len(data)
         if n == 0:
             return
+        if n >= BIG_CHUNK_ITEMS:
+            self._check_big()
+            return
         times = data["time"]
         if n > 1 and not bool((times[1:] >= times[:-1]).all()):
             bad = int(np.argmax(times[1:] < times[:-1]))
@@ -209,6 +215,34 @@ class Chunk:
             bad = int(np.argmax(ends > self.end))
             raise ChunkBoundaryError(
                 f"item {bad} ends at {last_end}, after the chunk end {self.end}"
+            )
+
+    def _check_big(self) -> None:
+        """The same rules in one numba pass, for chunks where numpy temporaries cost."""
+        from . import _chunk_checks
+
+        data = self.data
+        if "endtime" in self.dtype.fields:  # type: ignore[operator]
+            unsorted, worst, max_end = _chunk_checks.check_with_endtime(
+                data["time"], data["endtime"])
+        else:
+            unsorted, worst, max_end = _chunk_checks.check_with_dt_length(
+                data["time"], data["dt"], data["length"])
+        if unsorted >= 0:
+            times = data["time"]
+            raise ChunkSortError(
+                f"data is not sorted by time: item {unsorted} (time {int(times[unsorted])}) "
+                f"comes after item {unsorted - 1} (time {int(times[unsorted - 1])})"
+            )
+        first = int(data["time"][0])
+        if first < self.start:
+            raise ChunkBoundaryError(
+                f"item 0 starts at {first}, before the chunk start {self.start}"
+            )
+        if max_end > self.end:
+            bad = int(np.argmax(endtime(data) > self.end))
+            raise ChunkBoundaryError(
+                f"item {bad} ends at {int(max_end)}, after the chunk end {self.end}"
             )
 
     # ------------------------------------------------------------------ properties

@@ -133,3 +133,31 @@ def test_early_split_property(data, t):
         if t_found == later:
             assert not np.any((data["time"] < later) & (ends > later))
             pytest.fail(f"split at {ts} but {later} was clean too")
+
+
+@pytest.mark.parametrize("with_endtime", [True, False])
+def test_big_chunks_are_checked_the_same_way(with_endtime):
+    """Big chunks take the one-pass (numba) check: same rules, same messages."""
+    from asyncstrax.chunk import BIG_CHUNK_ITEMS
+
+    n = BIG_CHUNK_ITEMS + 10
+    if with_endtime:
+        dtype = INTERVAL_DTYPE
+        data = np.zeros(n, dtype)
+        data["time"] = np.arange(n) * 10
+        data["endtime"] = data["time"] + 5
+    else:
+        dtype = np.dtype([("time", np.int64), ("length", np.int32), ("dt", np.int16)])
+        data = np.zeros(n, dtype)
+        data["time"] = np.arange(n) * 10
+        data["length"], data["dt"] = 1, 5
+    end = n * 10
+    assert len(make(data, 0, end, dtype=dtype)) == n
+    bad = data.copy()
+    bad["time"][100], bad["time"][101] = bad["time"][101], bad["time"][100]
+    with pytest.raises(ax.ChunkSortError, match="item 101 .* comes after item 100"):
+        make(bad, 0, end, dtype=dtype)
+    with pytest.raises(ax.ChunkBoundaryError, match=f"item {n - 1} ends at {end - 5}"):
+        make(data, 0, end - 6, dtype=dtype)
+    with pytest.raises(ax.ChunkBoundaryError, match="before the chunk start 1"):
+        make(data, 1, end, dtype=dtype)
