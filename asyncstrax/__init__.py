@@ -43,8 +43,10 @@ from .plugins import (
     Plugin,
     SaveWhen,
 )
+from .query import add_run_id_field, apply_selection
 from .runtime import Channel, DeadlockError, Pipeline, PipelineSummary
 from .storage import FileStore
+from .strax_compat import RunMetadataNotAvailable, exporter
 
 #: strax's name for a folder of stored data
 DataDirectory = FileStore
@@ -95,11 +97,15 @@ __all__ = [
     "PluginError",
     "PluginGaveWrongOutput",
     "RegistrationError",
+    "RunMetadataNotAvailable",
     "SaveWhen",
     "StorageError",
     "StreamError",
+    "add_run_id_field",
+    "apply_selection",
     "deterministic_hash",
     "endtime",
+    "exporter",
     "split_array",
     "takes_config",
     "time_dt_fields",

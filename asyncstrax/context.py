@@ -14,6 +14,7 @@ running loop, naming the async form instead of blocking it.
 from __future__ import annotations
 
 import asyncio
+import os
 import warnings
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -25,9 +26,11 @@ from .errors import DataNotAvailable, EventLoopError, InvalidConfiguration
 from .graph import PluginRegistry, build_plugins, check_config_names
 from .lineage import DataKey
 from .plugins.base import Plugin, SaveWhen
+from .query import apply_request_selection
 from .runtime.channel import DEFAULT_CAPACITY_BYTES
 from .runtime.pipeline import Pipeline, PipelineSummary
 from .selection import check_time_selection, chunk_overlaps, select_time_range
+from .strax_compat import StraxContextMethods
 
 __all__ = ["Context"]
 
@@ -45,8 +48,9 @@ _IGNORED_REQUEST_ARGS = (
     "allow_shm",
     "timeout",
     "multi_run_progress_bar",
-    "add_run_id_field",
 )
+# strax's multi-run arguments: used when run_id is a list of runs, ignored for one run.
+_MULTI_RUN_ARGS = ("add_run_id_field", "run_id_as_bytes", "ignore_errors")
 
 
 def _as_targets(targets: str | Sequence[str]) -> tuple[str, ...]:
@@ -79,8 +83,12 @@ def run_sync(coro: Any, async_name: str) -> Any:
         return runner.run(coro)
 
 
-class Context:
-    """Registered plugins, configuration and storage; makes and loads data on request."""
+class Context(StraxContextMethods):
+    """Registered plugins, configuration and storage; makes and loads data on request.
+
+    strax's other Context methods (``new_context``, ``select_runs``, ``accumulate``, ...) come
+    from ``StraxContextMethods`` (strax_compat.py).
+    """
 
     def __init__(
         self,
@@ -94,8 +102,12 @@ class Context:
         self.context_config: dict[str, Any] = {**DEFAULT_CONTEXT_CONFIG, **context_config}
         if storage is None:
             storage = []
-        self.storage: list[Any] = list(storage) if isinstance(storage, (list, tuple)) else [
-            storage
+        from .storage import FileStore
+
+        storage = list(storage) if isinstance(storage, (list, tuple)) else [storage]
+        # strax accepts a path for a DataDirectory
+        self.storage: list[Any] = [
+            FileStore(s) if isinstance(s, (str, os.PathLike)) else s for s in storage
         ]
         self.last_summary: PipelineSummary | None = None
         if register is not None:
@@ -335,23 +347,44 @@ class Context:
         *,
         time_range: tuple[int, int] | None = None,
         time_selection: str = "fully_contained",
+        seconds_range: tuple[float, float] | None = None,
+        time_within: Any = None,
+        selection: Any = None,
+        keep_columns: str | Sequence[str] | None = None,
+        drop_columns: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[Chunk]:
-        """The targets' chunks as they are made, with time-range selection applied."""
+        """The targets' chunks as they are made, with strax's selections applied: time range
+        (``time_range``, ``seconds_range`` or ``time_within``), the context's
+        ``apply_data_function``, then ``selection`` and ``keep_columns``/``drop_columns``."""
         check_time_selection(time_selection)
+        for name in _MULTI_RUN_ARGS:
+            kwargs.pop(name, None)
+        time_range = self.to_absolute_time_range(
+            run_id, targets, time_range=time_range, seconds_range=seconds_range,
+            time_within=time_within)
+        if keep_columns and drop_columns:
+            raise InvalidConfiguration(
+                "give keep_columns or drop_columns, not both: their logic contradicts")
+        shaping = bool(selection is not None or keep_columns or drop_columns
+                       or self.context_config.get("apply_data_function"))
         pipeline = self.pipeline(run_id, targets, time_range=time_range, **kwargs)
         try:
             async for chunk in pipeline:
                 if not chunk_overlaps(chunk.start, chunk.end, time_range):
                     continue
+                data = chunk.data
                 if time_range is not None:
-                    data = select_time_range(chunk.data, time_range, time_selection)
-                    if data is not chunk.data:
-                        chunk = Chunk(
-                            data_type=chunk.data_type, data_kind=chunk.data_kind,
-                            dtype=chunk.dtype, run_id=chunk.run_id,
-                            start=chunk.start, end=chunk.end, data=data,
-                        )
+                    data = select_time_range(data, time_range, time_selection)
+                if shaping:
+                    data = self.apply_data_functions(data, run_id, targets)
+                    data = apply_request_selection(data, selection, keep_columns, drop_columns)
+                if data is not chunk.data:
+                    # A selection of a checked chunk's items is still valid; unchecked because
+                    # keep_columns may drop the time fields, as strax allows.
+                    selected = Chunk.__new__(Chunk)._init_view(chunk, chunk.start, data)
+                    selected.dtype = data.dtype
+                    chunk = selected
                 yield chunk
         finally:
             await pipeline.aclose()
@@ -359,7 +392,17 @@ class Context:
 
     async def aget_array(self, run_id: str, targets: str | Sequence[str], **kwargs: Any
                          ) -> np.ndarray:
-        """All of the targets' data for a run (or time range) as one structured array."""
+        """All of the targets' data for a run (or time range) as one structured array.
+
+        A list of run ids gives every run's data joined, with a ``run_id`` field (strax's
+        multi-run form); a superrun id (``_name``, see ``define_run``) its runs' data joined.
+        """
+        if not isinstance(run_id, str) and isinstance(run_id, (list, tuple, np.ndarray)):
+            if len(run_id) != 1:
+                return await self.aget_array_runs(run_id, targets, **kwargs)
+            (run_id,) = run_id
+        if self.superrun_spec(run_id) is not None:
+            return await self.aget_superrun_array(run_id, targets, **kwargs)
         arrays = []
         dtype = None
         agen: Any = self.aiter(run_id, targets, **kwargs)
@@ -373,6 +416,9 @@ class Context:
         if not arrays:
             if dtype is None:
                 dtype = self._target_dtype(run_id, targets)
+                return apply_request_selection(
+                    np.zeros(0, dtype=dtype), None, kwargs.get("keep_columns"),
+                    kwargs.get("drop_columns"))
             return np.zeros(0, dtype=dtype)
         return np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
 
@@ -380,7 +426,14 @@ class Context:
         return to_dataframe(await self.aget_array(run_id, targets, **kwargs))
 
     async def amake(self, run_id: str, targets: str | Sequence[str], **kwargs: Any) -> None:
-        """Make (and save) the targets without keeping their data in memory."""
+        """Make (and save) the targets without keeping their data in memory (for each run, when
+        given a list of runs)."""
+        if not isinstance(run_id, str) and isinstance(run_id, (list, tuple, np.ndarray)):
+            for one in run_id:
+                await self.amake(str(one), targets, **kwargs)
+            return
+        for name in _MULTI_RUN_ARGS:
+            kwargs.pop(name, None)
         pipeline = self.pipeline(run_id, targets, **kwargs)
         try:
             await pipeline.run()

@@ -104,14 +104,43 @@ def _plugin_config(plugin: Plugin, config: Mapping[str, Any], run_id: str) -> di
     values = {name: config[name] for name in plugin.takes_config if name in config}
     for option in plugin.takes_config.values():
         option.validate(values, plugin_name=plugin.name, run_id=run_id)
+    if plugin.child_plugin:
+        # strax's child plugins: a child option's value replaces its parent option's, so the
+        # parent's code (self.config["parent_name"], self.parent_name) sees the child's value.
+        for name, option in plugin.takes_config.items():
+            if not option.child_option:
+                continue
+            parent = option.parent_option_name
+            if parent not in plugin.takes_config:
+                raise InvalidConfiguration(
+                    f"child option {name!r} of {plugin.name} overrides {parent!r}, which is not "
+                    f"an option of its parent; check parent_option_name",
+                    plugin=plugin.name,
+                )
+            values[parent] = values[name]
     return values
 
 
 def _lineage(plugin: Plugin) -> dict[str, Any]:
-    """strax's lineage: this plugin's entry plus its dependencies' lineages."""
+    """strax's lineage: this plugin's entry plus its dependencies' lineages.
+
+    For a child plugin (``child_plugin = True``), as strax: the parent options that child
+    options override are left out, and each parent plugin class adds ``{name: version}``.
+    """
+    overridden = set()
+    if plugin.child_plugin:
+        overridden = {
+            o.parent_option_name for o in plugin.takes_config.values() if o.child_option
+        }
     tracked = {
-        name: value for name, value in plugin.config.items() if plugin.takes_config[name].track
+        name: value
+        for name, value in plugin.config.items()
+        if plugin.takes_config[name].track and name not in overridden
     }
+    if plugin.child_plugin:
+        for base in type(plugin).__bases__:
+            if isinstance(base, type) and issubclass(base, Plugin) and base is not Plugin:
+                tracked[base.__name__] = str(base.__version__)
     lineage = {plugin.provides[-1]: (plugin.name, plugin.version(plugin.run_id), tracked)}
     for dep in plugin.deps.values():
         lineage.update(dep.lineage)  # type: ignore[attr-defined]

@@ -14,8 +14,11 @@ plugin is configured: a required option with no value, or a value of the wrong t
 from __future__ import annotations
 
 import copy
+import numbers
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 from .errors import InvalidConfiguration
 
@@ -77,6 +80,17 @@ class Option:
         if len(given) > 1:
             raise InvalidConfiguration(
                 f"option {name!r}: give only one of default, default_factory, default_by_run"
+            )
+        if bool(child_option) != bool(parent_option_name):
+            raise InvalidConfiguration(
+                f"option {name!r}: a child option needs both child_option=True and "
+                f"parent_option_name (the parent's option it overrides); an option only the "
+                f"child has is not a child option"
+            )
+        if default_by_run is not OMITTED and callable(default_by_run):
+            raise InvalidConfiguration(
+                f"option {name!r}: default_by_run must be a list of (first_run, value) pairs; "
+                f"functions are not supported (as in strax)"
             )
         if infer_type and type is OMITTED and default not in (OMITTED, None):
             self.type = builtin_type(default)
@@ -170,23 +184,33 @@ def takes_config(*options: Option) -> Callable[[type], type]:
 
 
 def builtin_type(value: Any) -> Any:
-    """The type to check against for a default value (numbers accept ints for floats)."""
-    if isinstance(value, bool):
+    """The type to check against for a default value (any real number for a number, numpy
+    scalars included, as strax's ``numbers.Number``)."""
+    if isinstance(value, (bool, np.bool_)):
         return bool
-    if isinstance(value, (int, float)):
-        return (int, float)
+    if isinstance(value, numbers.Real):
+        return numbers.Real
     if isinstance(value, (list, tuple)):
         return (list, tuple)
     return type(value)
 
 
 def _is_instance(value: Any, expected: Any) -> bool:
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return True
-    try:
-        return isinstance(value, expected)
-    except TypeError:
-        return True  # typing constructs: not checked
+    """isinstance, lenient where strax notebooks rely on strax only warning: numpy scalars
+    pass for int/float, ints for floats, lists for tuples and tuples for lists (JSON)."""
+    for t in expected if isinstance(expected, tuple) else (expected,):
+        if t is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return True
+        if t is int and isinstance(value, numbers.Integral):
+            return True
+        if t in (tuple, list) and isinstance(value, (tuple, list)):
+            return True
+        try:
+            if isinstance(value, t):
+                return True
+        except TypeError:
+            return True  # typing constructs: not checked
+    return False
 
 
 def _type_name(expected: Any) -> str:
@@ -195,14 +219,36 @@ def _type_name(expected: Any) -> str:
     return getattr(expected, "__name__", repr(expected))
 
 
+def _run_order(run_id: Any) -> Any:
+    """Run ids compare as numbers where they are numbers (strax: int(run_id without '_'))."""
+    text = str(run_id).replace("_", "")
+    return (0, int(text), "") if text.isdigit() else (1, 0, str(run_id))
+
+
 def _value_by_run(pairs: Any, run_id: str | None, name: str | None) -> Any:
-    """strax's default_by_run: the value of the last pair whose first run is <= run_id."""
+    """strax's default_by_run: the value of the last pair whose first run is <= run_id.
+
+    Run ids compare numerically when both are numbers ("001500" is after 1000); a superrun
+    (leading ``_``) gets strax's ``"<SUBRUN-DEPENDENT:hash>"`` placeholder; a run before the
+    first pair's is an error, as in strax.
+    """
     if not isinstance(pairs, (list, tuple)):
         return pairs
     if run_id is None:
-        return pairs[-1][1]
-    chosen = pairs[0][1]
+        return copy.deepcopy(pairs[-1][1])
+    if str(run_id).startswith("_"):
+        from .lineage import deterministic_hash
+
+        return f"<SUBRUN-DEPENDENT:{deterministic_hash(pairs)}>"
+    key = _run_order(run_id)
+    chosen: Any = OMITTED
     for first_run, value in pairs:
-        if str(run_id) >= str(first_run):
-            chosen = value
+        if _run_order(first_run) > key:
+            break
+        chosen = value
+    if chosen is OMITTED:
+        raise InvalidConfiguration(
+            f"option {name!r} has no per-run default for run {run_id!r}: the first run with "
+            f"a default is {pairs[0][0]!r}"
+        )
     return copy.deepcopy(chosen)

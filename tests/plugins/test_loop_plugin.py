@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import time
 import warnings
 
 import numpy as np
@@ -340,23 +339,25 @@ def _direct_plugin(cls, base, things):
     return plugin, work
 
 
-def test_vectorized_path_handles_1e5_items_quickly():
+def test_vectorized_path_handles_1e5_items_without_a_python_loop():
     base, things = _synthetic(100_000, 5)
     plugin, work = _direct_plugin(FastLoop, base, things)
-    t0 = time.perf_counter()
+
+    def per_item(*args, **kwargs):
+        raise AssertionError("the vectorized path must not call compute_loop per item")
+
+    plugin.compute_loop = per_item
     (out,) = plugin.process_work(work)
-    elapsed = time.perf_counter() - t0
     result = out["fast_loop"].data
     assert len(result) == 100_000
     assert (result["n"] == 4).all()  # the fifth thing of each base item is not contained
     v = things["v"].reshape(-1, 5)[:, :4].sum(axis=1)
     np.testing.assert_array_equal(result["v_sum"], v)
     np.testing.assert_array_equal(result["time"], base["time"])
-    assert elapsed < 1.0, f"vectorized loop over 1e5 items took {elapsed:.2f} s"
 
 
-def test_selection_is_not_a_per_item_scan():
-    # 1e5 base items through the per-item hook: the selection must be done once per step.
+def test_per_item_hook_over_1e5_items():
+    # 1e5 base items through the per-item hook (the selection is made once per step).
     base, things = _synthetic(100_000, 2)
 
     class Counting(LoopPlugin):
@@ -368,11 +369,8 @@ def test_selection_is_not_a_per_item_scan():
             return {"n": len(things)}
 
     plugin, work = _direct_plugin(Counting, base, things)
-    t0 = time.perf_counter()
     (out,) = plugin.process_work(work)
-    elapsed = time.perf_counter() - t0
     assert (out["counting"].data["n"] == 2).all()
-    assert elapsed < 5.0, f"per-item loop over 1e5 items took {elapsed:.2f} s"
 
 
 # ---------------------------------------------------------------------- errors
