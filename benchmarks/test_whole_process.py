@@ -1,0 +1,99 @@
+"""Whole-process cost: what a script, a CLI call or a fresh notebook kernel pays.
+
+Each figure comes from fresh ``python`` processes running ``benchmarks/whole_process.py``,
+measured in one pytest run, and is reported as a ratio:
+
+- import: ``import asyncstrax`` in a fresh interpreter (goal <= 0.6 s), beside ``import numpy``;
+- cold/warm: a fresh process runs the reference chain on 200 MB of raw_records; its first run
+  vs a second run in the same process (goal: cold <= 1.25x warm, import excluded);
+- saving: making and saving every level vs processing alone (goal <= 1.15x);
+- memory: peak RSS at 1x and 10x the run length (goal: 10x run <= 1.2x the 1x peak).
+
+    .venv/bin/python -m pytest benchmarks/test_whole_process.py --benchmark-enable -s
+
+With ``--benchmark-disable`` (the default configuration) runs are 10x smaller and the 10x-run
+memory check is skipped, so the suite stays quick.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def child(*args: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    out = subprocess.run([sys.executable, os.path.join(HERE, "whole_process.py"), *args],
+                         capture_output=True, text=True, check=True, env=env).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def fresh_import_seconds(module: str) -> float:
+    code = f"import time; t = time.perf_counter(); import {module}; " \
+           f"print(time.perf_counter() - t)"
+    times = []
+    for _ in range(3):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True, env={**os.environ, "PYTHONPATH": ROOT}).stdout
+        times.append(float(out))
+    return min(times)
+
+
+@pytest.fixture(scope="module")
+def raw_mb(request) -> float:
+    enabled = not request.config.getoption("benchmark_disable", False)
+    return 200.0 if enabled else 20.0
+
+
+def test_import_time(benchmark):
+    numpy_s = fresh_import_seconds("numpy")
+    ours = benchmark.pedantic(lambda: fresh_import_seconds("asyncstrax"), rounds=1)
+    benchmark.extra_info.update(import_s=ours, numpy_import_s=numpy_s, ratio=ours / numpy_s)
+    print(f"\nimport asyncstrax {ours:.3f} s (import numpy {numpy_s:.3f} s, "
+          f"{ours / numpy_s:.2f}x; goal <= 0.6 s)")
+
+
+def test_cold_start_vs_warm(benchmark, raw_mb):
+    result = benchmark.pedantic(lambda: child("--raw-mb", str(raw_mb), "--warm"), rounds=1)
+    ratio = result["cold_s"] / result["warm_s"]
+    benchmark.extra_info.update(result, cold_over_warm=ratio)
+    print(f"\nfresh process, {raw_mb:.0f} MB: import {result['import_s']:.2f} s + TPC chain "
+          f"import {result['import_tpc_s']:.2f} s; first run {result['cold_s']:.2f} s, second "
+          f"run {result['warm_s']:.2f} s: cold/warm = {ratio:.2f} (goal <= 1.25); whole process "
+          f"{result['total_s']:.2f} s")
+
+
+def test_save_overhead(benchmark, raw_mb):
+    def both() -> tuple[dict, dict]:
+        return child("--raw-mb", str(raw_mb), "--warm"), child("--raw-mb", str(raw_mb),
+                                                               "--warm", "--save")
+
+    plain, saving = benchmark.pedantic(both, rounds=1)
+    ratio = saving["warm_s"] / plain["warm_s"]
+    benchmark.extra_info.update(process_s=plain["warm_s"], process_and_save_s=saving["warm_s"],
+                                ratio=ratio)
+    print(f"\nwarm, {raw_mb:.0f} MB: process {plain['warm_s']:.2f} s, process and save every "
+          f"level {saving['warm_s']:.2f} s: {ratio:.2f}x (goal <= 1.15)")
+
+
+def test_memory_bounded_by_chunks_not_run(benchmark, raw_mb, request):
+    if request.config.getoption("benchmark_disable", False):
+        pytest.skip("the 10x run takes a minute; run with --benchmark-enable")
+    t0 = time.perf_counter()
+    short, long = benchmark.pedantic(
+        lambda: (child("--raw-mb", str(raw_mb)), child("--raw-mb", str(10 * raw_mb))), rounds=1)
+    ratio = long["peak_rss_mib"] / short["peak_rss_mib"]
+    benchmark.extra_info.update(rss_1x_mib=short["peak_rss_mib"],
+                                rss_10x_mib=long["peak_rss_mib"], ratio=ratio)
+    print(f"\npeak RSS: {raw_mb:.0f} MB run {short['peak_rss_mib']:.0f} MiB, "
+          f"{10 * raw_mb:.0f} MB run {long['peak_rss_mib']:.0f} MiB: {ratio:.2f}x "
+          f"(goal <= 1.2); strax 2.2.3: 657 MiB on the 200 MB job "
+          f"[{time.perf_counter() - t0:.0f} s]")
