@@ -46,6 +46,17 @@ from .plugins import (
 from .query import add_run_id_field, apply_selection
 from .runtime import Channel, DeadlockError, Pipeline, PipelineSummary
 from .storage import FileStore
+from .streams import (
+    Gap,
+    Publisher,
+    PublisherStatistics,
+    StreamInfo,
+    Subscriber,
+    SubscriberStatistics,
+    publish,
+    stream_info,
+    subscriber_plugin,
+)
 from .strax_compat import RunMetadataNotAvailable, exporter
 
 #: strax's name for a folder of stored data
@@ -86,6 +97,7 @@ __all__ = [
     "EventLoopError",
     "ExhaustPlugin",
     "FileStore",
+    "Gap",
     "InvalidConfiguration",
     "LoopPlugin",
     "MergeOnlyPlugin",
@@ -96,17 +108,25 @@ __all__ = [
     "Plugin",
     "PluginError",
     "PluginGaveWrongOutput",
+    "Publisher",
+    "PublisherStatistics",
     "RegistrationError",
     "RunMetadataNotAvailable",
     "SaveWhen",
     "StorageError",
     "StreamError",
+    "StreamInfo",
+    "Subscriber",
+    "SubscriberStatistics",
     "add_run_id_field",
     "apply_selection",
     "deterministic_hash",
     "endtime",
     "exporter",
+    "publish",
     "split_array",
+    "stream_info",
+    "subscriber_plugin",
     "takes_config",
     "time_dt_fields",
     "time_fields",

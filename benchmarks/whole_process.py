@@ -41,14 +41,21 @@ def main() -> None:
               "raw_data_rate_mb_s": 200.0}
     targets = ["raw_records", "records", "peaks", "peak_basics", "events", "event_basics"]
 
+    cpu: dict[str, float] = {}
+
+    def cpu_seconds() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
     def run(run_id: str) -> float:
         folder = tempfile.mkdtemp(prefix="asx_bench_") if args.save else None
         storage = [ax.FileStore(folder)] if folder else []
         ctx = ax.Context(storage=storage, register=PLUGINS, config=config,
                          max_workers=args.workers)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), cpu_seconds()
         ctx.make(run_id, "event_basics", save=targets if args.save else ())
         seconds = time.perf_counter() - t
+        cpu[run_id] = cpu_seconds() - c
         if folder:
             shutil.rmtree(folder)
         return seconds
@@ -59,6 +66,7 @@ def main() -> None:
     rss_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps(dict(
         import_s=t_import, import_tpc_s=t_import_tpc, cold_s=cold, warm_s=warm,
+        cold_cpu_s=cpu.get("cold"), warm_cpu_s=cpu.get("warm"),
         total_s=time.perf_counter() - T_START, peak_rss_mib=rss_mib,
         peak_rss_children_mib=rss_children, raw_mb=args.raw_mb, workers=args.workers,
         save=args.save,

@@ -1,0 +1,361 @@
+"""The stream wire format: length-prefixed frames over a socket, shared by TCP and shared memory.
+
+Every frame is a fixed 20-byte prefix, a JSON header and a raw payload::
+
+    prefix   = struct "!4sBBHIQ": magic b"AXST", protocol version, frame kind, flags (0),
+               header length (uint32), payload length (uint64)
+    header   = UTF-8 JSON object (at most MAX_HEADER_BYTES)
+    payload  = the chunk's bytes (raw, or lz4-frame compressed), or nothing
+
+Frame kinds and their header fields:
+
+- ``HELLO`` (subscriber -> publisher, first frame): ``token``, ``data_type``, ``dtype`` (descr,
+  optional), ``policy`` ("block" or "drop"), ``buffer_bytes`` (optional), ``mode`` ("data" or
+  "info"), ``sharedmem`` (whether the subscriber can map shared memory).
+- ``WELCOME`` (publisher -> subscriber): ``run_id``, ``data_type``, ``data_kind``, ``dtype``,
+  ``transport`` ("tcp" or "sharedmem", chosen for this subscriber), ``compressor``,
+  ``buffer_bytes``, ``policy``, ``shm_prefix`` (name prefix of the publisher's segments).
+- ``REFUSED``: ``reason``; the publisher closes the connection.
+- ``CHUNK``: ``seq``, ``run_id``, ``start``, ``end``, ``n`` (items), ``dtype`` (descr),
+  ``nbytes`` (uncompressed), ``compressor`` (null or "lz4"), optionally ``shm``
+  (``{"name", "size"}``: the bytes are in that shared-memory segment, the payload is empty) and
+  ``gap`` (``{"chunks", "items", "bytes"}``: an empty chunk covering what a ``drop`` subscriber
+  missed, so its chunks stay contiguous).
+- ``END``: the run ended cleanly; ``chunks`` (frames sent to this subscriber), ``end``.
+- ``ERROR``: the publisher's source failed; ``message``.
+- ``ACK`` / ``RELEASE`` (subscriber -> publisher, shared memory only): ``seq`` of a chunk whose
+  segment the subscriber has mapped (flow control) / no longer uses (the segment may be reused).
+
+A dtype travels as the ``repr`` of ``dtype.descr`` (as in strax's metadata), read back with
+``ast.literal_eval``: literals only, never code.
+
+Everything read from the wire is checked before it is trusted: the magic, the version, the
+header size, the frame size against ``max_frame_bytes`` (before any payload is allocated), the
+JSON, the fields, the payload size against ``n * itemsize``. Every violation is a
+``StreamError`` saying what was wrong.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import json
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import StreamError
+
+__all__ = [
+    "MAGIC",
+    "PROTOCOL_VERSION",
+    "PREFIX",
+    "MAX_HEADER_BYTES",
+    "DEFAULT_MAX_FRAME_BYTES",
+    "HELLO",
+    "WELCOME",
+    "REFUSED",
+    "CHUNK",
+    "END",
+    "ERROR",
+    "ACK",
+    "RELEASE",
+    "KIND_NAMES",
+    "FrameReader",
+    "encode_frame",
+    "send_frame",
+    "dtype_to_wire",
+    "dtype_from_wire",
+    "parse_address",
+    "format_address",
+    "configure_socket",
+]
+
+MAGIC = b"AXST"
+PROTOCOL_VERSION = 1
+PREFIX = struct.Struct("!4sBBHIQ")
+#: a JSON header larger than this is refused whatever the frame limit
+MAX_HEADER_BYTES = 1 << 20
+#: default limit on one frame (header + payload), on both ends
+DEFAULT_MAX_FRAME_BYTES = 1 << 30
+
+HELLO, WELCOME, REFUSED, CHUNK, END, ERROR, ACK, RELEASE = range(1, 9)
+KIND_NAMES = {
+    HELLO: "HELLO",
+    WELCOME: "WELCOME",
+    REFUSED: "REFUSED",
+    CHUNK: "CHUNK",
+    END: "END",
+    ERROR: "ERROR",
+    ACK: "ACK",
+    RELEASE: "RELEASE",
+}
+
+#: reads shorter than this refill the staging buffer; longer ones go straight to their target
+_STAGING_BYTES = 256 * 1024
+#: payloads up to this size are joined to their prefix and header in one send
+_INLINE_PAYLOAD = 64 * 1024
+
+
+def dtype_to_wire(dtype: np.dtype) -> str:
+    return repr(np.dtype(dtype).descr)
+
+
+_dtype_cache: dict[str, np.dtype] = {}
+
+
+def dtype_from_wire(text: Any) -> np.dtype:
+    """The dtype a peer described; a StreamError if the description is not a dtype."""
+    if not isinstance(text, str):
+        raise StreamError(f"bad frame: dtype must be a descr string, got {type(text).__name__}")
+    cached = _dtype_cache.get(text)
+    if cached is not None:
+        return cached
+    try:
+        dtype = np.dtype(ast.literal_eval(text))
+    except Exception as error:  # noqa: BLE001 - anything unparsable is a protocol violation
+        raise StreamError(f"bad frame: unreadable dtype {text[:200]!r} ({error})") from None
+    if len(_dtype_cache) < 256:
+        _dtype_cache[text] = dtype
+    return dtype
+
+
+def parse_address(address: Any) -> tuple[str, int]:
+    """``"tcp://host:port"``, ``"host:port"`` or ``(host, port)`` -> ``(host, port)``."""
+    if isinstance(address, (tuple, list)) and len(address) == 2:
+        return str(address[0]), int(address[1])
+    if not isinstance(address, str):
+        raise StreamError(f"cannot read stream address {address!r}")
+    text = address
+    for scheme in ("tcp://", "sharedmem://", "shm://"):
+        if text.startswith(scheme):
+            text = text[len(scheme):]
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise StreamError(f"stream address {address!r} is not 'tcp://host:port'")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def format_address(host: str, port: int) -> str:
+    return f"tcp://{host}:{port}"
+
+
+def configure_socket(sock: socket.socket) -> None:
+    sock.setblocking(False)
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def encode_frame(kind: int, header: dict[str, Any], payload_len: int = 0) -> bytes:
+    """Prefix + header of a frame (the payload, if any, is sent after it)."""
+    head = json.dumps(header, separators=(",", ":")).encode()
+    return PREFIX.pack(MAGIC, PROTOCOL_VERSION, kind, 0, len(head), payload_len) + head
+
+
+async def send_frame(
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    kind: int,
+    header: dict[str, Any],
+    payload: Any = None,
+) -> None:
+    """Send one frame; a contiguous payload (memoryview/bytes) is sent without a copy."""
+    if payload is None:
+        await loop.sock_sendall(sock, encode_frame(kind, header))
+        return
+    view = payload if isinstance(payload, memoryview) else memoryview(payload)
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    head = encode_frame(kind, header, view.nbytes)
+    if view.nbytes <= _INLINE_PAYLOAD:
+        await loop.sock_sendall(sock, head + view.tobytes())
+        return
+    await loop.sock_sendall(sock, head)
+    await loop.sock_sendall(sock, view)
+
+
+@dataclass
+class FrameHead:
+    kind: int
+    header: dict[str, Any]
+    payload_len: int
+
+    @property
+    def kind_name(self) -> str:
+        return KIND_NAMES.get(self.kind, str(self.kind))
+
+
+class StreamClosed(StreamError):
+    """The peer closed the connection; ``at_frame_boundary`` tells a clean close from a cut."""
+
+    def __init__(self, rule: str, at_frame_boundary: bool = False, **kwargs: Any) -> None:
+        super().__init__(rule, **kwargs)
+        self.at_frame_boundary = at_frame_boundary
+
+
+class FrameReader:
+    """Reads frames from a non-blocking socket with the event loop's ``sock_recv_into``.
+
+    Small reads (prefixes, headers, small payloads) go through a staging buffer so one system
+    call can bring several frames; a large payload is received straight into its destination
+    (the chunk's own array), so it is never copied in user space.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        peer: str = "peer",
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.max_frame_bytes = int(max_frame_bytes)
+        self.peer = peer
+        self._buf = bytearray(_STAGING_BYTES)
+        self._view = memoryview(self._buf)
+        self._lo = 0
+        self._hi = 0
+        self.bytes_received = 0
+
+    # ------------------------------------------------------------------ raw reads
+    async def _recv_into(self, view: memoryview) -> int:
+        try:
+            n = await self.loop.sock_recv_into(self.sock, view)
+        except (ConnectionError, OSError) as error:
+            raise StreamClosed(f"connection to {self.peer} broke: {error}") from None
+        self.bytes_received += n
+        return n
+
+    async def _fill(self, need: int, what: str) -> None:
+        """Make at least ``need`` bytes available in the staging buffer."""
+        while self._hi - self._lo < need:
+            if self._lo and (len(self._buf) - self._lo < need):
+                rest = self._hi - self._lo
+                self._view[:rest] = bytes(self._view[self._lo:self._hi])
+                self._lo, self._hi = 0, rest
+            if len(self._buf) < need:
+                self._grow(need)
+            n = await self._recv_into(self._view[self._hi:])
+            if n == 0:
+                self._eof(what, self._hi - self._lo, need)
+            self._hi += n
+
+    def _grow(self, need: int) -> None:
+        rest = bytes(self._view[self._lo:self._hi])
+        self._buf = bytearray(max(need, 2 * len(self._buf)))
+        self._view = memoryview(self._buf)
+        self._view[: len(rest)] = rest
+        self._lo, self._hi = 0, len(rest)
+
+    def _eof(self, what: str, got: int, need: int) -> None:
+        if what == "prefix" and got == 0:
+            raise StreamClosed(f"{self.peer} closed the connection", at_frame_boundary=True)
+        raise StreamClosed(
+            f"truncated frame: {self.peer} closed the connection after {got} of the {need} "
+            f"bytes of a frame's {what}"
+        )
+
+    def _take(self, n: int) -> memoryview:
+        view = self._view[self._lo:self._lo + n]
+        self._lo += n
+        if self._lo == self._hi:
+            self._lo = self._hi = 0
+        return view
+
+    async def read_into(self, target: memoryview, what: str = "payload") -> None:
+        """Fill ``target`` (a writable byte view) from the stream."""
+        need = target.nbytes
+        pos = min(need, self._hi - self._lo)
+        if pos:
+            target[:pos] = self._take(pos)
+        while pos < need:
+            left = need - pos
+            if left < _STAGING_BYTES // 2:
+                await self._fill(left, what)
+                target[pos:] = self._take(left)
+                return
+            n = await self._recv_into(target[pos:])
+            if n == 0:
+                self._eof(what, pos, need)
+            pos += n
+
+    # ------------------------------------------------------------------ frames
+    async def read_head(self) -> FrameHead:
+        """Read and check a frame's prefix and header; the payload is read separately."""
+        await self._fill(PREFIX.size, "prefix")
+        magic, version, kind, _flags, header_len, payload_len = PREFIX.unpack(
+            self._take(PREFIX.size)
+        )
+        if magic != MAGIC:
+            raise StreamError(
+                f"bad frame from {self.peer}: expected magic {MAGIC!r}, got {bytes(magic)!r} "
+                f"(not an asyncstrax stream, or the stream lost its framing)"
+            )
+        if version != PROTOCOL_VERSION:
+            raise StreamError(
+                f"bad frame from {self.peer}: protocol version {version}, this side speaks "
+                f"{PROTOCOL_VERSION}"
+            )
+        if kind not in KIND_NAMES:
+            raise StreamError(f"bad frame from {self.peer}: unknown frame kind {kind}")
+        if header_len > MAX_HEADER_BYTES:
+            raise StreamError(
+                f"bad frame from {self.peer}: header of {header_len} bytes exceeds "
+                f"{MAX_HEADER_BYTES}"
+            )
+        if header_len + payload_len > self.max_frame_bytes:
+            raise StreamError(
+                f"oversized frame from {self.peer}: {header_len + payload_len} bytes exceed "
+                f"the limit of {self.max_frame_bytes} bytes (max_frame_bytes)"
+            )
+        await self._fill(header_len, "header")
+        raw = self._take(header_len)
+        try:
+            header = json.loads(bytes(raw))
+        except (UnicodeDecodeError, ValueError) as error:
+            raise StreamError(f"bad frame from {self.peer}: header is not JSON ({error})") from None
+        if not isinstance(header, dict):
+            raise StreamError(f"bad frame from {self.peer}: header is not a JSON object")
+        return FrameHead(kind, header, payload_len)
+
+    async def read_payload(self, head: FrameHead) -> bytearray:
+        """The payload as a new bytearray (for small or compressed payloads)."""
+        out = bytearray(head.payload_len)
+        if head.payload_len:
+            await self.read_into(memoryview(out))
+        return out
+
+    async def skip_payload(self, head: FrameHead) -> None:
+        if head.payload_len:
+            await self.read_payload(head)
+
+    async def read_control(self, expected: tuple[int, ...]) -> FrameHead:
+        """A frame without payload of one of the ``expected`` kinds."""
+        head = await self.read_head()
+        if head.kind not in expected:
+            names = "/".join(KIND_NAMES[k] for k in expected)
+            raise StreamError(
+                f"protocol error: expected {names} from {self.peer}, got {head.kind_name}"
+            )
+        if head.payload_len:
+            raise StreamError(
+                f"bad frame from {self.peer}: {head.kind_name} frame carries a payload"
+            )
+        return head
+
+
+def field(header: dict[str, Any], name: str, kind: type | tuple[type, ...], peer: str) -> Any:
+    """A header field of the right type, or a StreamError naming it."""
+    if name not in header:
+        raise StreamError(f"bad frame from {peer}: header lacks {name!r}")
+    value = header[name]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise StreamError(
+            f"bad frame from {peer}: header field {name!r} has the wrong type "
+            f"({type(value).__name__})"
+        )
+    return value

@@ -1,0 +1,250 @@
+"""Shared-memory payloads on one host: a pool of segments on the publisher, mappings on the
+subscriber.
+
+The publisher copies each chunk once into a ``multiprocessing.shared_memory`` segment and sends
+only its name over the socket. Every subscriber maps the segment privately (copy-on-write) and
+wraps it with ``np.frombuffer``: no copy on the receiving side. A subscriber tells the publisher
+twice about a segment: ``ACK`` when it has mapped it (the chunk left the publisher's buffer: flow
+control) and ``RELEASE`` when the last array using the mapping was garbage-collected (the
+segment may be reused). Reusing segments matters: fresh shared memory is ~10x slower to fill
+than memory already touched.
+
+Segment lifetime, "always unlinked":
+
+- the publisher unlinks every segment it created when it closes, whatever the reason (mappings
+  that subscribers still hold stay valid: POSIX semantics), and never reuses a segment that a
+  disconnected subscriber may still map (it is unlinked instead);
+- segment names are ``axs_<publisher pid>_<random>_<n>``; a subscriber that sees its publisher
+  die (connection lost and that process gone) unlinks every segment of that prefix, so even a
+  SIGKILLed publisher leaves nothing in ``/dev/shm``; Python's resource tracker of the publisher
+  process is a second net.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from multiprocessing import shared_memory
+
+import numpy as np
+
+from ..errors import StreamError
+
+try:  # the POSIX calls behind multiprocessing.shared_memory
+    import _posixshmem
+except ImportError:  # pragma: no cover - Windows
+    _posixshmem = None
+
+__all__ = [
+    "Segment",
+    "SegmentPool",
+    "map_segment",
+    "new_prefix",
+    "segment_names",
+    "sweep",
+    "valid_prefix",
+    "valid_segment",
+    "process_gone",
+]
+
+_PREFIX_RE = re.compile(r"^axs_(\d+)_[0-9a-f]{8}$")
+_NAME_RE = re.compile(r"^axs_\d+_[0-9a-f]{8}_\d+$")
+#: segments are created with sizes rounded up to this, so they can be reused for similar chunks
+_GRANULE = 1 << 20
+_SHM_DIR = "/dev/shm"
+
+
+def new_prefix() -> str:
+    return f"axs_{os.getpid()}_{secrets.token_hex(4)}"
+
+
+def valid_prefix(prefix: object) -> bool:
+    return isinstance(prefix, str) and bool(_PREFIX_RE.match(prefix))
+
+
+def valid_segment(name: object, prefix: str) -> bool:
+    return isinstance(name, str) and bool(_NAME_RE.match(name)) and name.startswith(prefix + "_")
+
+
+def segment_names(prefix: str = "axs_") -> list[str]:
+    """Names in /dev/shm that start with ``prefix`` (for tests and sweeps)."""
+    try:
+        return sorted(n for n in os.listdir(_SHM_DIR) if n.startswith(prefix))
+    except FileNotFoundError:  # pragma: no cover - no /dev/shm on this system
+        return []
+
+
+def process_gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state in ("Z", "X")
+    except FileNotFoundError:
+        return True
+    except OSError:  # pragma: no cover - no /proc
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+
+def sweep(prefix: str) -> int:
+    """Unlink every segment of a (dead) publisher; returns how many were removed."""
+    if not valid_prefix(prefix) or _posixshmem is None:
+        return 0
+    removed = 0
+    for name in segment_names(prefix + "_"):
+        try:
+            _posixshmem.shm_unlink("/" + name)
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+class _Mapping(mmap.mmap):
+    """An mmap that supports weak references (to learn when its last array is gone)."""
+
+
+def map_segment(name: str, nbytes: int) -> mmap.mmap:
+    """Map ``nbytes`` of segment ``name`` privately (writes stay local: copy-on-write)."""
+    if _posixshmem is None:  # pragma: no cover
+        raise StreamError("shared-memory streams need POSIX shared memory")
+    try:
+        fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, mode=0o600)
+    except FileNotFoundError:
+        raise StreamError(
+            f"shared-memory segment {name!r} does not exist (the publisher died, or is not on "
+            f"this host)"
+        ) from None
+    try:
+        size = os.fstat(fd).st_size
+        if size < nbytes:
+            raise StreamError(
+                f"shared-memory segment {name!r} holds {size} bytes, the frame announces {nbytes}"
+            )
+        return _Mapping(
+            fd, nbytes, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE
+        )
+    finally:
+        os.close(fd)
+
+
+@dataclass(eq=False)
+class Segment:
+    shm: shared_memory.SharedMemory
+    name: str
+    size: int
+    refs: int = 0
+    #: a subscriber that went away may still map it: unlink when unreferenced, never reuse
+    retired: bool = False
+    nbytes: int = 0
+
+
+class SegmentPool:
+    """The publisher's segments: created on demand, reused once every subscriber released
+    them, unlinked on close. At most ``keep_bytes`` of free segments are kept for reuse."""
+
+    def __init__(self, prefix: str | None = None, keep_bytes: int = 256 * 1024**2) -> None:
+        self.prefix = prefix or new_prefix()
+        self.keep_bytes = int(keep_bytes)
+        self._n = 0
+        self._free: list[Segment] = []
+        self._all: dict[str, Segment] = {}
+        self.created = 0
+        self.reused = 0
+        self.unlinked = 0
+        self.closed = False
+
+    @property
+    def live_segments(self) -> int:
+        return len(self._all)
+
+    @property
+    def live_bytes(self) -> int:
+        return sum(s.size for s in self._all.values())
+
+    @property
+    def free_bytes(self) -> int:
+        return sum(s.size for s in self._free)
+
+    def acquire(self, nbytes: int) -> Segment:
+        """A segment of at least ``nbytes`` (one reference held by the caller)."""
+        if self.closed:
+            raise StreamError("the publisher's shared-memory pool is closed")
+        best = None
+        for seg in self._free:
+            fits = nbytes <= seg.size <= 2 * nbytes + _GRANULE
+            if fits and (best is None or seg.size < best.size):
+                best = seg
+        if best is not None:
+            self._free.remove(best)
+            self.reused += 1
+            seg = best
+        else:
+            size = max(_GRANULE, -(-nbytes // _GRANULE) * _GRANULE)
+            name = f"{self.prefix}_{self._n}"
+            self._n += 1
+            shm = shared_memory.SharedMemory(name=name, create=True, size=size)
+            seg = Segment(shm, name, size)
+            self._all[name] = seg
+            self.created += 1
+        seg.refs = 1
+        seg.nbytes = nbytes
+        return seg
+
+    @staticmethod
+    def write(seg: Segment, data: np.ndarray) -> None:
+        """Copy ``data`` (contiguous or not) into the segment (safe to call on a thread)."""
+        if data.flags.c_contiguous:
+            # a byte copy: numpy copies structured dtypes field by field, ~5x slower
+            target = np.frombuffer(seg.shm.buf, dtype=np.uint8, count=data.nbytes)
+            np.copyto(target, data.view(np.uint8).reshape(-1))
+        else:
+            target = np.frombuffer(seg.shm.buf, dtype=data.dtype, count=len(data))
+            target[...] = data
+        del target
+
+    def ref(self, seg: Segment) -> None:
+        seg.refs += 1
+
+    def unref(self, seg: Segment) -> None:
+        seg.refs -= 1
+        if seg.refs > 0:
+            return
+        if seg.retired or self.closed or self.free_bytes + seg.size > self.keep_bytes:
+            self._unlink(seg)
+        else:
+            self._free.append(seg)
+
+    def retire(self, seg: Segment) -> None:
+        seg.retired = True
+
+    def _unlink(self, seg: Segment) -> None:
+        if self._all.pop(seg.name, None) is None:
+            return
+        if seg in self._free:
+            self._free.remove(seg)
+        try:
+            seg.shm.close()
+        except BufferError:  # pragma: no cover - a copy still running on a thread
+            pass
+        try:
+            seg.shm.unlink()
+        except FileNotFoundError:
+            pass
+        self.unlinked += 1
+
+    def close(self) -> None:
+        """Unlink every segment (subscribers' mappings stay valid until they drop them)."""
+        self.closed = True
+        for seg in list(self._all.values()):
+            self._unlink(seg)
+        self._free.clear()

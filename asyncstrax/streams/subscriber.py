@@ -1,0 +1,605 @@
+"""The subscribing end of a stream, and the source plugin built on it.
+
+>>> async with Subscriber("tcp://127.0.0.1:5555", "records", dtype=records_dtype) as sub:
+...     async for chunk in sub:          # the exact Chunks the publisher sent
+...         ...
+
+or, as a source plugin of a Context (so ``records`` computed in another process can be the
+``depends_on`` of plugins here)::
+
+    ctx.register(subscriber_plugin("records", "tcp://127.0.0.1:5555", records_dtype))
+
+Received chunks have the publisher's ``start``, ``end`` and bytes. Over TCP the payload is
+received straight into the chunk's array; over shared memory the chunk's array is the mapped
+segment itself (``np.frombuffer``, copy-on-write). Only the next frame is read when the consumer
+asks for the next chunk, so a slow consumer slows the publisher (TCP flow control, or ACK frames
+for shared memory) instead of piling data up here.
+
+The iteration ends cleanly only on the publisher's END frame. A publisher that fails sends ERROR,
+one that dies just closes the connection: both raise ``StreamError``, as do malformed,
+truncated or oversized frames, a dtype other than the expected one, a refused handshake (bad
+token, wrong data type) and chunks that break the chunk rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..chunk import Chunk
+from ..errors import AsyncstraxError, ChunkError, InvalidConfiguration, StreamError
+from ..plugins.base import Plugin, SaveWhen
+from . import protocol as P
+from . import sharedmem as shm
+
+__all__ = ["Gap", "StreamInfo", "Subscriber", "SubscriberStatistics", "stream_info",
+           "subscriber_plugin"]
+
+#: decompression of payloads larger than this runs on a worker thread
+_OFFLOAD_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What the publisher announced in its WELCOME frame."""
+
+    address: str
+    run_id: str
+    data_type: str
+    data_kind: str
+    dtype: np.dtype
+    transport: str
+    compressor: str | None
+    policy: str
+    buffer_bytes: int
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Time range a ``drop`` subscriber missed, and what it held."""
+
+    start: int
+    end: int
+    chunks: int
+    items: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class SubscriberStatistics:
+    chunks: int
+    items: int
+    bytes: int
+    gaps: int
+    dropped_chunks: int
+    dropped_items: int
+    dropped_bytes: int
+    ended_cleanly: bool
+    #: ended by ``stop()`` rather than by the publisher's END
+    stopped: bool
+
+
+class Subscriber:
+    """An input stream: connects to a Publisher and yields its chunks.
+
+    ``data_type`` and ``dtype`` (if given) must match the publisher's, else the handshake is
+    refused; ``run_id`` (if given) must be the run being streamed. ``policy``: ``"block"``
+    (lossless: the publisher waits for this subscriber) or ``"drop"`` (monitoring: chunks that
+    do not fit in ``buffer_bytes`` are skipped and reported as gaps). ``max_frame_bytes``:
+    larger frames are refused before any memory is allocated for them. ``sharedmem=False``
+    asks for the bytes over TCP even from a shared-memory publisher.
+    """
+
+    def __init__(
+        self,
+        address: Any,
+        data_type: str | None = None,
+        *,
+        dtype: Any = None,
+        data_kind: str | None = None,
+        run_id: str | None = None,
+        token: str | None = None,
+        policy: str = "block",
+        buffer_bytes: int | None = None,
+        max_frame_bytes: int = P.DEFAULT_MAX_FRAME_BYTES,
+        sharedmem: bool = True,
+    ) -> None:
+        if policy not in ("block", "drop"):
+            raise InvalidConfiguration(f"policy must be 'block' or 'drop', not {policy!r}")
+        self.host, self.port = P.parse_address(address)
+        self.address = P.format_address(self.host, self.port)
+        self.data_type = data_type
+        self.dtype = np.dtype(dtype) if dtype is not None else None
+        self.data_kind = data_kind
+        self.run_id = run_id
+        self.token = token
+        self.policy = policy
+        self.buffer_bytes = buffer_bytes
+        self.max_frame_bytes = int(max_frame_bytes)
+        self.sharedmem = sharedmem
+        self.info: StreamInfo | None = None
+        self.gaps: list[Gap] = []
+        self._sock: socket.socket | None = None
+        self._reader: P.FrameReader | None = None
+        self._outbox: asyncio.Queue | None = None
+        self._writer: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._ended = False
+        self._iterating = False
+        self._frames = 0
+        self._chunks = 0
+        self._items = 0
+        self._bytes = 0
+        self._last_end: int | None = None
+        self._shm_prefix: str | None = None
+        self._stopping = False
+        self._first_start: int | None = None
+
+    def __repr__(self) -> str:
+        return f"Subscriber({self.address!r}, {self.data_type!r}, policy={self.policy!r})"
+
+    # ------------------------------------------------------------------ connection
+    async def _open(self) -> tuple[socket.socket, P.FrameReader]:
+        loop = self._loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        except OSError as error:
+            raise StreamError(f"cannot resolve stream address {self.address}: {error}") from None
+        last: OSError | None = None
+        for family, type_, proto, _, sockaddr in infos:
+            sock = socket.socket(family, type_, proto)
+            P.configure_socket(sock)
+            try:
+                await loop.sock_connect(sock, sockaddr)
+            except OSError as error:
+                sock.close()
+                last = error
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            return sock, P.FrameReader(loop, sock, self.max_frame_bytes, peer=self.address)
+        raise StreamError(f"cannot connect to stream {self.address}: {last}")
+
+    async def _hello(self, sock: socket.socket, reader: P.FrameReader, mode: str) -> StreamInfo:
+        loop = asyncio.get_running_loop()
+        hello = {
+            "token": self.token, "data_type": self.data_type, "policy": self.policy,
+            "buffer_bytes": self.buffer_bytes, "mode": mode, "sharedmem": self.sharedmem,
+            "dtype": P.dtype_to_wire(self.dtype) if self.dtype is not None else None,
+        }
+        try:
+            await P.send_frame(loop, sock, P.HELLO, hello)
+        except OSError as error:
+            raise StreamError(f"handshake with {self.address} failed: {error}") from None
+        head = await reader.read_control((P.WELCOME, P.REFUSED, P.ERROR))
+        h = head.header
+        if head.kind == P.ERROR:
+            raise StreamError(f"the publisher at {self.address} failed: "
+                              f"{h.get('message', '(no message)')}")
+        if head.kind == P.REFUSED:
+            raise StreamError(f"stream {self.address} refused this subscriber: "
+                              f"{h.get('reason', '(no reason given)')}")
+        peer = self.address
+        dtype = P.dtype_from_wire(P.field(h, "dtype", str, peer))
+        data_type = P.field(h, "data_type", str, peer)
+        info = StreamInfo(
+            address=self.address,
+            run_id=P.field(h, "run_id", str, peer),
+            data_type=data_type,
+            data_kind=P.field(h, "data_kind", str, peer),
+            dtype=dtype,
+            transport=P.field(h, "transport", str, peer),
+            compressor=h.get("compressor"),
+            policy=P.field(h, "policy", str, peer),
+            buffer_bytes=P.field(h, "buffer_bytes", int, peer),
+        )
+        if self.data_type is not None and data_type != self.data_type:
+            raise StreamError(f"stream {self.address} carries {data_type!r}, "
+                              f"not {self.data_type!r}")
+        if self.dtype is not None and dtype != self.dtype:
+            raise StreamError(f"dtype mismatch: stream {self.address} sends {data_type!r} as "
+                              f"{dtype}, this subscriber expects {self.dtype}")
+        if self.run_id is not None and info.run_id != self.run_id:
+            raise StreamError(f"stream {self.address} carries run {info.run_id!r}, "
+                              f"this subscriber wants run {self.run_id!r}")
+        if info.transport == "sharedmem":
+            prefix = h.get("shm_prefix")
+            if not shm.valid_prefix(prefix):
+                raise StreamError(f"bad WELCOME from {peer}: shared-memory prefix {prefix!r}")
+            self._shm_prefix = prefix
+        elif info.transport != "tcp":
+            raise StreamError(f"bad WELCOME from {peer}: unknown transport {info.transport!r}")
+        if info.compressor not in (None, "lz4"):
+            raise StreamError(f"bad WELCOME from {peer}: unknown compressor {info.compressor!r}")
+        return info
+
+    async def connect(self) -> StreamInfo:
+        """Connect and handshake (done by the first iteration if not called)."""
+        if self.info is not None:
+            return self.info
+        if self._closed:
+            raise StreamError(f"subscriber of {self.address} is closed")
+        sock, reader = await self._open()
+        try:
+            self.info = await self._hello(sock, reader, "data")
+        except BaseException:
+            sock.close()
+            raise
+        self._sock, self._reader = sock, reader
+        if self.info.transport == "sharedmem":
+            self._outbox = asyncio.Queue()
+            self._writer = asyncio.get_running_loop().create_task(
+                self._write_loop(), name=f"subscriber {self.address} acks")
+        return self.info
+
+    async def __aenter__(self) -> Subscriber:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is not None:
+            self._writer.cancel()
+            try:
+                await self._writer
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # noqa: BLE001 - the connection is going away anyway
+                pass
+        if self._sock is not None:
+            self._sock.close()
+
+    def stop(self) -> None:
+        """End the iteration cleanly at the next chunk boundary, without waiting for the
+        publisher's END (e.g. on Ctrl-C): a chunk in flight is dropped, the publisher sees this
+        subscriber leave. Safe to call from a signal handler on the loop."""
+        self._stopping = True
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    @property
+    def last_end(self) -> int | None:
+        """End time of the last chunk received."""
+        return self._last_end
+
+    @property
+    def first_start(self) -> int | None:
+        """Start time of the first chunk received."""
+        return self._first_start
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            frame = await self._outbox.get()  # type: ignore[union-attr]
+            try:
+                await loop.sock_sendall(self._sock, frame)  # type: ignore[arg-type]
+            except OSError:
+                return  # the reading side reports the broken connection
+
+    def _send_control(self, kind: int, seq: int) -> None:
+        if not self._closed and self._outbox is not None:
+            self._outbox.put_nowait(P.encode_frame(kind, {"seq": seq}))
+
+    def _released(self, seq: int) -> None:
+        """A mapping was garbage-collected (any thread): tell the publisher, via the loop."""
+        loop = self._loop
+        if self._closed or loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(self._send_control, P.RELEASE, seq)
+        except RuntimeError:  # the loop is closed
+            pass
+
+    # ------------------------------------------------------------------ data
+    def __aiter__(self) -> AsyncIterator[Chunk]:
+        return self.chunks()
+
+    async def chunks(self) -> AsyncIterator[Chunk]:
+        """The stream's chunks until the publisher's END; StreamError on anything else."""
+        if self._iterating:
+            raise StreamError("a Subscriber can be iterated only once")
+        self._iterating = True
+        try:
+            if self._stopping:
+                return
+            await self.connect()
+            # One frame is read ahead while the consumer has the previous chunk: receiving
+            # overlaps with checking (on a thread, for big chunks) and with the consumer's work.
+            # At most one chunk more than the consumer took is held here.
+            pending: asyncio.Future | None = asyncio.ensure_future(self._next())
+            try:
+                while True:
+                    try:
+                        raw = await pending
+                    except StreamError:
+                        if self._stopping:
+                            return
+                        raise
+                    pending = None
+                    if raw is None or self._stopping:
+                        return
+                    pending = asyncio.ensure_future(self._next())
+                    yield await self._build(raw)
+            finally:
+                if pending is not None:
+                    if not pending.done():
+                        pending.cancel()
+                    try:
+                        await pending
+                    except (asyncio.CancelledError, Exception):  # noqa: BLE001 - closing
+                        pass
+        except asyncio.CancelledError:
+            raise
+        except StreamError as error:
+            raise error.add_context(data_type=self.data_type or None) from None
+        finally:
+            await self.aclose()
+
+    async def _next(self) -> tuple | None:
+        reader = self._reader
+        assert reader is not None and self.info is not None
+        try:
+            head = await reader.read_head()
+        except P.StreamClosed as error:
+            if self._stopping:
+                return None
+            await self._publisher_lost()
+            raise StreamError(
+                f"the publisher at {self.address} closed the connection before the end of the "
+                f"run ({error.rule}; {self._chunks} chunks received"
+                + (f", last ending at {self._last_end}" if self._last_end is not None else "")
+                + "): it crashed or was killed"
+            ) from None
+        h = head.header
+        if head.kind == P.CHUNK:
+            return await self._chunk(head)
+        if head.kind == P.END:
+            await reader.skip_payload(head)
+            sent = h.get("chunks")
+            if isinstance(sent, int) and sent != self._frames:
+                raise StreamError(f"stream {self.address} ended after {sent} frames, but "
+                                  f"{self._frames} arrived")
+            self._ended = True
+            return None
+        if head.kind == P.ERROR:
+            raise StreamError(f"the publisher at {self.address} failed: "
+                              f"{h.get('message', '(no message)')}")
+        raise StreamError(f"protocol error: unexpected {head.kind_name} frame from "
+                          f"{self.address}")
+
+    async def _publisher_lost(self) -> None:
+        """Connection lost: if the publisher process is gone, unlink its segments.
+
+        A process that is exiting closes its sockets a moment before it is a zombie, so its
+        state is looked at a few times over ~0.1 s (a bounded look, not a wait for data)."""
+        prefix = self._shm_prefix
+        if prefix is None:
+            return
+        pid = int(prefix.split("_")[1])
+        for _ in range(5):
+            if shm.process_gone(pid):
+                shm.sweep(prefix)
+                return
+            await asyncio.sleep(0.02)
+
+    async def _chunk(self, head: P.FrameHead) -> tuple:
+        """Read a CHUNK frame's data; the Chunk is built (and checked) by ``_build``."""
+        h = head.header
+        info = self.info
+        peer = self.address
+        assert info is not None and self._reader is not None
+        seq = P.field(h, "seq", int, peer)
+        start = P.field(h, "start", int, peer)
+        end = P.field(h, "end", int, peer)
+        n = P.field(h, "n", int, peer)
+        nbytes = P.field(h, "nbytes", int, peer)
+        dtype = P.dtype_from_wire(P.field(h, "dtype", str, peer))
+        if dtype != info.dtype:
+            raise StreamError(f"dtype mismatch: a chunk from {peer} has dtype {dtype}, the "
+                              f"stream announced {info.dtype}")
+        if n < 0 or nbytes != n * dtype.itemsize:
+            raise StreamError(f"bad frame from {peer}: {n} items of {dtype.itemsize} bytes "
+                              f"do not make {nbytes} bytes")
+        if nbytes > self.max_frame_bytes:
+            raise StreamError(f"oversized frame from {peer}: {nbytes} bytes exceed the limit "
+                              f"of {self.max_frame_bytes} bytes (max_frame_bytes)")
+        if self._last_end is not None and start != self._last_end:
+            raise StreamError(f"stream {peer} skipped time: a chunk starts at {start}, the "
+                              f"previous ended at {self._last_end}")
+        compressor = h.get("compressor")
+        gap = h.get("gap")
+        segment = h.get("shm")
+        if gap is not None:
+            if n or head.payload_len or not isinstance(gap, dict):
+                raise StreamError(f"bad frame from {peer}: a gap frame carries data")
+            data = np.zeros(0, dtype)
+        elif segment is not None:
+            data = self._map(segment, n, nbytes, dtype, seq, head)
+        elif compressor is None:
+            if head.payload_len != nbytes:
+                raise StreamError(f"bad frame from {peer}: payload of {head.payload_len} bytes "
+                                  f"for {nbytes} bytes of data")
+            data = np.empty(n, dtype)
+            if nbytes:
+                await self._reader.read_into(memoryview(data.view(np.uint8)))
+        elif compressor == "lz4":
+            raw = await self._reader.read_payload(head)
+            out = await _maybe_thread(nbytes, _decompress, raw, nbytes, peer)
+            data = np.frombuffer(out, dtype=dtype, count=n)
+        else:
+            raise StreamError(f"bad frame from {peer}: unknown compressor {compressor!r}")
+        run_id = P.field(h, "run_id", str, peer)
+        self._frames += 1
+        self._last_end = end
+        if self._first_start is None:
+            self._first_start = start
+        if gap is not None:
+            try:
+                self.gaps.append(Gap(start, end, int(gap["chunks"]), int(gap["items"]),
+                                     int(gap["bytes"])))
+            except (KeyError, TypeError, ValueError):
+                raise StreamError(f"bad frame from {peer}: unreadable gap {gap!r}") from None
+        else:
+            self._chunks += 1
+            self._items += n
+            self._bytes += nbytes
+        return (run_id, start, end, dtype, data)
+
+    async def _build(self, raw: tuple) -> Chunk:
+        """The Chunk of a frame, its rules checked (on a thread when it is big)."""
+        run_id, start, end, dtype, data = raw
+        info = self.info
+        assert info is not None
+
+        def build() -> Chunk:
+            return Chunk(data_type=info.data_type, data_kind=self.data_kind or info.data_kind,
+                         dtype=dtype, run_id=run_id, start=start, end=end, data=data)
+
+        try:
+            if data.nbytes >= _OFFLOAD_BYTES:
+                return await asyncio.to_thread(build)
+            return build()
+        except ChunkError as error:
+            raise StreamError(f"a chunk from {self.address} breaks a chunk rule: "
+                              f"{error}") from error
+
+    def _map(self, segment: Any, n: int, nbytes: int, dtype: np.dtype, seq: int,
+             head: P.FrameHead) -> np.ndarray:
+        peer = self.address
+        if head.payload_len:
+            raise StreamError(f"bad frame from {peer}: a shared-memory frame carries a payload")
+        if self._shm_prefix is None:
+            raise StreamError(f"bad frame from {peer}: shared-memory frame on a TCP stream")
+        name = segment.get("name") if isinstance(segment, dict) else None
+        if not shm.valid_segment(name, self._shm_prefix):
+            raise StreamError(f"bad frame from {peer}: segment name {name!r}")
+        if nbytes == 0:
+            raise StreamError(f"bad frame from {peer}: an empty chunk in shared memory")
+        mapping = shm.map_segment(name, nbytes)
+        data = np.frombuffer(mapping, dtype=dtype, count=n)
+        weakref.finalize(mapping, self._released, seq)
+        del mapping
+        self._send_control(P.ACK, seq)
+        return data
+
+    # ------------------------------------------------------------------ inspection
+    def statistics(self) -> SubscriberStatistics:
+        return SubscriberStatistics(
+            chunks=self._chunks, items=self._items, bytes=self._bytes, gaps=len(self.gaps),
+            dropped_chunks=sum(g.chunks for g in self.gaps),
+            dropped_items=sum(g.items for g in self.gaps),
+            dropped_bytes=sum(g.bytes for g in self.gaps),
+            ended_cleanly=self._ended,
+            stopped=self._stopping and not self._ended,
+        )
+
+
+async def stream_info(address: Any, *, token: str | None = None,
+                      data_type: str | None = None) -> StreamInfo:
+    """Ask a publisher what it streams (run, data type, dtype) without subscribing."""
+    sub = Subscriber(address, data_type, token=token)
+    sock, reader = await sub._open()
+    try:
+        return await sub._hello(sock, reader, "info")
+    finally:
+        sock.close()
+
+
+def subscriber_plugin(
+    data_type: str,
+    address: Any,
+    dtype: Any,
+    data_kind: str | None = None,
+    *,
+    token: str | None = None,
+    policy: str = "block",
+    buffer_bytes: int | None = None,
+    max_frame_bytes: int = P.DEFAULT_MAX_FRAME_BYTES,
+    sharedmem: bool = True,
+    check_run_id: bool = True,
+    save_when: Any = SaveWhen.ALWAYS,
+    version: str = "0.0.0",
+    class_name: str | None = None,
+) -> type[Plugin]:
+    """A source Plugin class that provides ``data_type`` from the stream at ``address``.
+
+    Register it in a Context like any plugin; ``async def iterate`` connects when the pipeline
+    starts and yields the received chunks. With ``check_run_id`` the stream must carry the run
+    the Context was asked for. The lineage is the class name (default
+    ``Subscribe<DataType>``), ``version`` and no options: the address is where the data comes
+    from, not what it is.
+    """
+    dtype = np.dtype(dtype)
+    kind = data_kind or data_type
+    settings: dict[str, Any] = dict(token=token, policy=policy, buffer_bytes=buffer_bytes,
+                    max_frame_bytes=max_frame_bytes, sharedmem=sharedmem)
+
+    async def iterate(self: Plugin) -> AsyncIterator[Chunk]:
+        sub = Subscriber(address, data_type, dtype=dtype, data_kind=kind,
+                         run_id=self.run_id if check_run_id else None, **settings)
+        self.subscriber = sub  # type: ignore[attr-defined]
+        try:
+            async for chunk in sub:
+                if chunk.run_id != self.run_id:
+                    chunk = Chunk(data_type=data_type, data_kind=kind, dtype=dtype,
+                                  run_id=self.run_id, start=chunk.start, end=chunk.end,
+                                  data=chunk.data)
+                yield chunk
+        except AsyncstraxError as error:
+            raise error.add_context(plugin=type(self).__name__, run_id=self.run_id)
+        finally:
+            await sub.aclose()
+
+    name = class_name or "Subscribe" + "".join(p.title() for p in data_type.split("_"))
+    attrs = {
+        "provides": data_type,
+        "depends_on": (),
+        "dtype": dtype,
+        "data_kind": kind,
+        "__version__": version,
+        "save_when": save_when,
+        "rechunk_on_save": False,
+        "iterate": iterate,
+        "stream_address": P.format_address(*P.parse_address(address)),
+        "__module__": __name__,
+        "__doc__": f"Source: {data_type!r} received from the stream at {address}.",
+    }
+    return type(name, (Plugin,), attrs)
+
+
+async def _maybe_thread(nbytes: int, fn: Any, *args: Any) -> Any:
+    if nbytes >= _OFFLOAD_BYTES:
+        return await asyncio.to_thread(fn, *args)
+    return fn(*args)
+
+
+def _decompress(raw: bytearray, nbytes: int, peer: str) -> bytearray:
+    import lz4.frame
+
+    try:
+        d = lz4.frame.LZ4FrameDecompressor(return_bytearray=True)
+        out = d.decompress(raw, max_length=nbytes)
+        if len(out) != nbytes or not d.eof:
+            raise StreamError(f"bad frame from {peer}: compressed payload does not hold "
+                              f"{nbytes} bytes")
+    except StreamError:
+        raise
+    except Exception as error:  # noqa: BLE001 - lz4 raises RuntimeError on bad data
+        raise StreamError(f"bad frame from {peer}: cannot decompress payload ({error})") from None
+    return out
