@@ -29,6 +29,7 @@ from .plugins.base import Plugin, SaveWhen
 from .query import apply_request_selection
 from .runtime.channel import DEFAULT_CAPACITY_BYTES
 from .runtime.pipeline import Pipeline, PipelineSummary
+from .runtime.process_pool import ProcessPool
 from .selection import check_time_selection, chunk_overlaps, select_time_range
 from .strax_compat import StraxContextMethods
 
@@ -110,6 +111,7 @@ class Context(StraxContextMethods):
             FileStore(s) if isinstance(s, (str, os.PathLike)) else s for s in storage
         ]
         self.last_summary: PipelineSummary | None = None
+        self._process_pool: ProcessPool | None = None
         if register is not None:
             self.register(register)
         if config:
@@ -273,6 +275,7 @@ class Context(StraxContextMethods):
                     if saver is not None:
                         savers.append(saver)
         ordered = [p for p in _dependency_order(chosen.values())]
+        max_workers = max_workers or self.context_config["max_workers"]
         return Pipeline(
             ordered,
             targets,
@@ -280,10 +283,44 @@ class Context(StraxContextMethods):
             loaders=loaders,
             savers=savers,
             capacity_bytes=self.context_config["channel_capacity_bytes"],
-            max_workers=max_workers or self.context_config["max_workers"],
+            max_workers=max_workers,
             progress_bar=(self.context_config["progress_bar"] if progress_bar is None
                           else progress_bar),
+            process_pool=self._process_pool_for(max_workers),
         )
+
+    # ------------------------------------------------------------------ worker processes
+    def _process_pool_for(self, max_workers: int) -> ProcessPool | None:
+        """The pool of parallel="process" plugins: made on first need (its workers start
+        at the first step sent to them), reused by every later request, closed by close()."""
+        if max_workers <= 1:
+            return None
+        if self._process_pool is None:
+            self._process_pool = ProcessPool(max(max_workers, self.context_config["max_workers"]))
+        return self._process_pool
+
+    def close(self) -> None:
+        """Stop the worker processes, if any (they are started again on the next need)."""
+        pool, self._process_pool = self._process_pool, None
+        if pool is not None:
+            pool.shutdown()
+
+    async def aclose(self) -> None:
+        pool, self._process_pool = self._process_pool, None
+        if pool is not None:
+            await pool.aclose()
+
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Context:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
 
     def _warn_ignored(self, kwargs: Mapping[str, Any]) -> None:
         unknown = [k for k in kwargs if k not in _IGNORED_REQUEST_ARGS]

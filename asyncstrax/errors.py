@@ -15,7 +15,10 @@ what the place that raised did not know (a chunk does not know which plugin made
     │   ├── ChunkMergeError           chunks of one kind disagree on range, length or times
     │   └── CannotSplit               no split time without cutting an item in two
     ├── PluginError                   a plugin's own code raised (original as __cause__)
-    │   └── PluginGaveWrongOutput     compute returned something that breaks the rules
+    │   ├── PluginGaveWrongOutput     compute returned something that breaks the rules
+    │   └── WorkerDied                a worker process was killed mid-step (runtime.process_pool)
+    ├── DeadlockError                 every task waits and none can produce (runtime.channel)
+    ├── ProcessPoolClosed             work sent to a closed process pool (runtime.process_pool)
     ├── StorageError
     │   ├── DataNotAvailable          nothing stored under that key (and nothing can make it)
     │   ├── DataExistsError           refusing to overwrite complete data

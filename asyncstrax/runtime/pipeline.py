@@ -27,6 +27,7 @@ from ..errors import AsyncstraxError, InvalidConfiguration, PluginError
 from ..plugins.base import Plugin, Work
 from .channel import DEFAULT_CAPACITY_BYTES, Channel, ChannelReader, StallMonitor
 from .offload import ComputeLane, PluginStats, ThreadPool
+from .process_pool import ProcessLane, ProcessPool
 from .sync import InputSync
 
 __all__ = ["Consumer", "Pipeline", "PipelineSummary", "Producer"]
@@ -109,6 +110,7 @@ class Pipeline:
         max_workers: int = 1,
         n_threads: int | None = None,
         progress_bar: bool = False,
+        process_pool: ProcessPool | None = None,
     ) -> None:
         self.plugins = list(plugins)
         self.targets = tuple(targets)
@@ -119,6 +121,10 @@ class Pipeline:
         self.max_workers = max(1, int(max_workers))
         self.n_threads = n_threads or max(2, self.max_workers, min(4, os.cpu_count() or 2))
         self.progress_bar = progress_bar
+        #: workers of parallel="process" plugins: the Context's (shared by its requests), or
+        #: made here on first use and closed with the pipeline
+        self.process_pool = process_pool
+        self._own_process_pool = False
         self.summary = PipelineSummary(run_id=run_id)
         self._tasks: list[asyncio.Task] = []
         self._error: BaseException | None = None
@@ -262,7 +268,27 @@ class Pipeline:
         self, plugin: Plugin, sync: InputSync, outs: list[Channel], stats: PluginStats
     ) -> None:
         parallel = bool(plugin.parallel) and self.max_workers > 1
+        if parallel and plugin.parallel == "process":
+            if self.process_pool is None:
+                self.process_pool = ProcessPool(self.max_workers)
+                self._own_process_pool = True
+            key = self.process_pool.register(plugin)
+            lane: ComputeLane | ProcessLane = ProcessLane(self.process_pool, self.max_workers, stats)
+            try:
+                await self._compute_loop(plugin, sync, outs, stats, lane, parallel,
+                                         lambda batch: lane.submit_batch(key, batch))
+            finally:
+                await lane.aclose()  # type: ignore[union-attr]
+                self.process_pool.unregister(key)
+            return
         lane = ComputeLane(self._pool, self.max_workers if parallel else 1, stats)  # type: ignore[arg-type]
+        await self._compute_loop(plugin, sync, outs, stats, lane, parallel,
+                                 lambda batch: lane.submit(_process_batch, plugin, batch))
+
+    async def _compute_loop(
+        self, plugin: Plugin, sync: InputSync, outs: list[Channel], stats: PluginStats,
+        lane: ComputeLane | ProcessLane, parallel: bool, submit: Any,
+    ) -> None:
         exhausted = False
         while True:
             while not exhausted and not lane.full:
@@ -281,7 +307,7 @@ class Pipeline:
                     batch.append(more)
                     nbytes += more.nbytes
                 stats.bytes_in += nbytes
-                lane.submit(_process_batch, plugin, batch)
+                submit(batch)
             if lane.empty:
                 return
             for outputs in await lane.next_result():
@@ -408,6 +434,11 @@ class Pipeline:
         if self._pool is not None:
             await self._pool.drain()
             self._pool.shutdown()
+        if self.process_pool is not None:
+            if self._own_process_pool:
+                await self.process_pool.aclose(kill=self._error is not None)
+            else:
+                self.process_pool.trim()  # idle input segments: memory kept for no one
         if self._bar is not None:
             self._bar.close()
         self.summary.wall_seconds = time.perf_counter() - self._t0
