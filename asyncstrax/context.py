@@ -488,6 +488,11 @@ class Context(StraxContextMethods):
         return run_sync(self.aget_array(run_id, targets, **kwargs), "aget_array")
 
     def get_df(self, run_id: str, targets: str | Sequence[str], **kwargs: Any) -> Any:
+        """A pandas DataFrame of the targets; a list of runs gets a ``run_id`` column."""
+        if not isinstance(run_id, (str, int)):
+            from .distributed import get_df_many
+
+            return get_df_many(self, run_id, targets, **kwargs)
         return to_dataframe(run_sync(self.aget_array(run_id, targets, **kwargs), "aget_df"))
 
     def make(self, run_id: str, targets: str | Sequence[str], **kwargs: Any) -> None:
