@@ -259,8 +259,11 @@ def test_store_downsampled_waveform(length, n_samples, top):
 
 
 # ----------------------------------------------------------------------------- widths
+# Samples are strictly positive: where the waveform is zero the cumulative area is flat and any
+# time on the plateau reaches the fraction, so kernel and reference may both be right and differ.
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.lists(st.floats(0, 100, width=32), min_size=1, max_size=60), min_size=1, max_size=8),
+@given(st.lists(st.lists(st.floats(0.0625, 100, width=32), min_size=1, max_size=60), min_size=1,
+                max_size=8),
        st.sampled_from([1, 10]))
 def test_compute_widths_matches_reference(waveforms, dt):
     peaks = np.zeros(len(waveforms), dtype=peak_dtype(3, n_sum_wv_samples=60))
