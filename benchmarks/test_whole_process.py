@@ -47,10 +47,14 @@ def fresh_import_seconds(module: str) -> float:
     return min(times)
 
 
+def benchmarks_enabled(config: pytest.Config) -> bool:
+    return bool(config.getoption("benchmark_enable", False)) or not config.getoption(
+        "benchmark_disable", False)
+
+
 @pytest.fixture(scope="module")
 def raw_mb(request) -> float:
-    enabled = not request.config.getoption("benchmark_disable", False)
-    return 200.0 if enabled else 20.0
+    return 200.0 if benchmarks_enabled(request.config) else 20.0
 
 
 def test_import_time(benchmark):
@@ -85,7 +89,7 @@ def test_save_overhead(benchmark, raw_mb):
 
 
 def test_memory_bounded_by_chunks_not_run(benchmark, raw_mb, request):
-    if request.config.getoption("benchmark_disable", False):
+    if not benchmarks_enabled(request.config):
         pytest.skip("the 10x run takes a minute; run with --benchmark-enable")
     t0 = time.perf_counter()
     short, long = benchmark.pedantic(

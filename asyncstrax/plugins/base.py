@@ -219,6 +219,13 @@ class Plugin:
     def setup(self) -> None:
         """Runs once, after configuration and before the first chunk."""
 
+    def warm_up(self) -> None:
+        """Load now what the first chunk would otherwise load (numba kernels from their cache).
+
+        Runs once, on a worker, right after ``setup()`` and before the first input arrives, so
+        a fresh process loads every plugin's kernels while its sources produce the first chunk.
+        """
+
     def compute(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"plugin {self.name} must implement compute()")
 

@@ -289,6 +289,9 @@ class Pipeline:
         self, plugin: Plugin, sync: InputSync, outs: list[Channel], stats: PluginStats,
         lane: ComputeLane | ProcessLane, parallel: bool, submit: Any,
     ) -> None:
+        # setup() and warm_up() now, while upstream makes the first chunk
+        if not (parallel and plugin.parallel == "process"):  # workers do their own
+            await self._pool.submit(_ready, plugin)  # type: ignore[union-attr]
         exhausted = False
         while True:
             while not exhausted and not lane.full:
@@ -317,7 +320,7 @@ class Pipeline:
         self, plugin: Plugin, outs: list[Channel], stats: PluginStats
     ) -> None:
         lane = ComputeLane(self._pool, 1, stats)  # type: ignore[arg-type]
-        lane.submit(_setup, plugin)
+        lane.submit(_ready, plugin)
         await lane.next_result()
         chunk_i = 0
         iterator = plugin.iterate()
@@ -487,6 +490,24 @@ def _setup(plugin: Plugin) -> None:
         plugin._setup_done = True  # type: ignore[attr-defined]
 
 
+def _ready(plugin: Plugin) -> None:
+    """setup() and warm_up(), once per plugin instance (on a worker thread or process)."""
+    _setup(plugin)
+    if plugin.__dict__.get("_warmed_up"):
+        return
+    try:
+        plugin.warm_up()
+    except AsyncstraxError as error:
+        raise error.add_context(plugin=plugin.name, run_id=plugin.run_id)
+    except Exception as error:
+        raise PluginError(
+            f"warm_up() raised {type(error).__name__}: {error}",
+            plugin=plugin.name,
+            run_id=plugin.run_id,
+        ) from error
+    plugin._warmed_up = True  # type: ignore[attr-defined]
+
+
 def _process_batch(plugin: Plugin, batch: list[Work]) -> list[dict[str, Chunk]]:
     _setup(plugin)
     results: list[dict[str, Chunk]] = []
@@ -508,7 +529,7 @@ def _process_batch(plugin: Plugin, batch: list[Work]) -> list[dict[str, Chunk]]:
 
 def _source_batch(plugin: Plugin, first_chunk_i: int) -> tuple[list[dict[str, Chunk]], bool]:
     """Compute every ready chunk of a strax-style source (up to a batch); report if finished."""
-    _setup(plugin)
+    _ready(plugin)
     results: list[dict[str, Chunk]] = []
     nbytes = 0
     chunk_i = first_chunk_i

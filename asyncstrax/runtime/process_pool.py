@@ -138,22 +138,10 @@ def _worker_plugin(key: str, payload: bytes | None) -> Plugin | None:
 
 
 def _worker_ready(plugin: Plugin) -> None:
-    """setup() once per worker per plugin, then the plugin's warm_up() hook if it has one."""
-    from .pipeline import _setup
+    """setup() once per worker per plugin, then the plugin's warm_up() hook."""
+    from .pipeline import _ready
 
-    _setup(plugin)
-    if plugin.__dict__.get("_warmed_up"):
-        return
-    hook = getattr(plugin, "warm_up", None)
-    if callable(hook):
-        try:
-            hook()
-        except AsyncstraxError as error:
-            raise error.add_context(plugin=plugin.name, run_id=plugin.run_id)
-        except Exception as error:
-            raise PluginError(f"warm_up() raised {type(error).__name__}: {error}",
-                              plugin=plugin.name, run_id=plugin.run_id) from error
-    plugin._warmed_up = True  # type: ignore[attr-defined]
+    _ready(plugin)
 
 
 def _worker_warm(jobs: Sequence[tuple[str, bytes]], wait: bool) -> tuple[int, list[str]]:

@@ -71,6 +71,33 @@ _THRESHOLD = (int, float, list, tuple)
 _SIM_OPTIONS = ("seed", "n_channels", "dark_rate_hz", "chunk_duration_ns", "detector_seed")
 
 
+def _warm_up_with_empty_inputs(plugin: Plugin) -> None:
+    """Call compute on empty inputs: numba loads each kernel's cached machine code on its first
+    call, so this moves that cost to warm_up(), which overlaps the first chunk's arrival."""
+    kinds = plugin.dependencies_by_kind()
+    inputs = {}
+    for kind, data_types in kinds.items():
+        from ..chunk import merged_dtype
+
+        dtype = merged_dtype([plugin.deps[dt].dtype_for(dt) for dt in data_types])
+        inputs[kind] = np.zeros(0, dtype)
+    plugin.call_compute(inputs, 0, 0, 0)
+
+
+def _tiny_records(dtype: np.dtype, n_channels: int = 4) -> np.ndarray:
+    """A few records with one pulse each: enough to run every peak kernel once."""
+    records = np.zeros(n_channels, dtype)
+    samples = records["data"].shape[1]
+    records["time"] = 1000
+    records["dt"] = 10
+    records["length"] = samples
+    records["pulse_length"] = samples
+    records["channel"] = np.arange(n_channels)
+    records["data"][:, samples // 3 : samples // 3 + 10] = 300
+    records["area"] = records["data"].sum(axis=1)
+    return records
+
+
 def _chain_cfg(plugin: Plugin, names: tuple[str, ...]) -> dict[str, Any]:
     """chain_config for the given option names, from the plugin's configuration."""
     values = {name: plugin.config[name] for name in names}
@@ -245,6 +272,9 @@ class Records(Plugin):
     def compute(self, raw_records: np.ndarray) -> np.ndarray:
         return process_records(raw_records, self.cfg)
 
+    def warm_up(self) -> None:
+        _warm_up_with_empty_inputs(self)
+
 
 # ---------------------------------------------------------------------- peaks
 class Peaks(Plugin):
@@ -300,6 +330,9 @@ class Peaks(Plugin):
     def compute(self, records: np.ndarray) -> np.ndarray:
         return process_peaks(records, self.cfg)
 
+    def warm_up(self) -> None:
+        process_peaks(_tiny_records(self.deps["records"].dtype_for("records")), self.cfg)
+
 
 # ---------------------------------------------------------------------- peak_basics
 class PeakBasics(Plugin):
@@ -333,6 +366,9 @@ class PeakBasics(Plugin):
     def compute(self, peaks: np.ndarray) -> np.ndarray:
         return compute_peak_basics(peaks, self.classification)
 
+    def warm_up(self) -> None:
+        _warm_up_with_empty_inputs(self)
+
 
 # ---------------------------------------------------------------------- events
 class Events(OverlapWindowPlugin):
@@ -363,6 +399,9 @@ class Events(OverlapWindowPlugin):
         return build_events(peaks, self.trigger_min_area, self.left_event_extension,
                             self.right_event_extension, start, end)
 
+    def warm_up(self) -> None:
+        _warm_up_with_empty_inputs(self)
+
     def process_work(self, work: Work) -> list[dict[str, Chunk]]:
         results = super().process_work(work)
         n_sent = self.__dict__.get("_n_events_sent", 0)
@@ -384,6 +423,9 @@ class EventBasics(Plugin):
 
     def compute(self, events: np.ndarray, peaks: np.ndarray) -> np.ndarray:
         return compute_event_basics(events, peaks)
+
+    def warm_up(self) -> None:
+        _warm_up_with_empty_inputs(self)
 
 
 TPC_PLUGINS = [RawRecords, Records, Peaks, PeakBasics, Events, EventBasics]
