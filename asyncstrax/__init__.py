@@ -46,6 +46,7 @@ from .plugins import (
 from .query import add_run_id_field, apply_selection
 from .runtime import Channel, DeadlockError, Pipeline, PipelineSummary
 from .storage import FileStore
+from .strax_compat import RunMetadataNotAvailable, exporter
 from .streams import (
     Gap,
     Publisher,
@@ -57,7 +58,6 @@ from .streams import (
     stream_info,
     subscriber_plugin,
 )
-from .strax_compat import RunMetadataNotAvailable, exporter
 
 #: strax's name for a folder of stored data
 DataDirectory = FileStore

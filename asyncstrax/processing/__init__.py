@@ -5,13 +5,15 @@ new process loads them from numba's on-disk cache. Plain-Python wrappers allocat
 """
 
 from asyncstrax.processing.baseline import baseline, raw_to_records, record_length_from_dtype
-from asyncstrax.processing.records import (
-    NO_RECORD_LINK,
-    cut_outside_hits,
-    integrate,
-    record_links,
-    zero_out_of_bounds,
+from asyncstrax.processing.chain import (
+    DEFAULT_CONFIG,
+    chain_config,
+    process_chunk_plain,
+    process_peaks,
+    process_records,
 )
+from asyncstrax.processing.classify import classify_peaks, peak_basics
+from asyncstrax.processing.events import build_events, event_basics, find_event_windows
 from asyncstrax.processing.hitfinder import find_hits, sort_by_time
 from asyncstrax.processing.peaks import (
     build_peaks,
@@ -20,18 +22,16 @@ from asyncstrax.processing.peaks import (
     find_peaks,
     index_of_fraction,
     store_downsampled_waveform,
-    time_order,
     sum_waveform,
+    time_order,
     width_fractions,
 )
-from asyncstrax.processing.classify import classify_peaks, peak_basics
-from asyncstrax.processing.events import build_events, event_basics, find_event_windows
-from asyncstrax.processing.chain import (
-    DEFAULT_CONFIG,
-    chain_config,
-    process_chunk_plain,
-    process_peaks,
-    process_records,
+from asyncstrax.processing.records import (
+    NO_RECORD_LINK,
+    cut_outside_hits,
+    integrate,
+    record_links,
+    zero_out_of_bounds,
 )
 
 __all__ = [

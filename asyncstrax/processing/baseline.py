@@ -10,7 +10,7 @@ must be unbiased.
 import numba
 import numpy as np
 
-from asyncstrax.dtypes import DEFAULT_RECORD_LENGTH, record_dtype
+from asyncstrax.dtypes import record_dtype
 
 __all__ = ["baseline", "raw_to_records", "record_length_from_dtype"]
 

@@ -12,7 +12,7 @@ from asyncstrax.processing.classify import peak_basics
 from asyncstrax.processing.events import build_events, event_basics
 from asyncstrax.processing.hitfinder import find_hits
 from asyncstrax.processing.peaks import build_peaks
-from asyncstrax.processing.records import cut_outside_hits, record_links
+from asyncstrax.processing.records import cut_outside_hits
 
 __all__ = ["DEFAULT_CONFIG", "chain_config", "process_records", "process_peaks", "process_chunk_plain"]
 

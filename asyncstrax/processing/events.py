@@ -52,7 +52,7 @@ def find_event_windows(
 
 def build_events(
     peak_basics, trigger_min_area=100.0, left_extension=250_000, right_extension=20_000,
-    chunk_start=np.iinfo(np.int64).min, chunk_end=np.iinfo(np.int64).max, first_event_number=0,
+    chunk_start=np.iinfo(np.int64).min, chunk_end=np.iinfo(np.int64).max, first_event_number=0,  # noqa: B008 - constants, evaluated once
 ):
     """Return events (event_dtype) from time-sorted peak_basics; see find_event_windows."""
     s, e = find_event_windows(

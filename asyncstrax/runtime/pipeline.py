@@ -475,37 +475,31 @@ class Pipeline:
 
 
 # ---------------------------------------------------------------------- worker-side functions
-def _setup(plugin: Plugin) -> None:
-    if not getattr(plugin, "_setup_done", False):
-        try:
-            plugin.setup()
-        except AsyncstraxError as error:
-            raise error.add_context(plugin=plugin.name, run_id=plugin.run_id)
-        except Exception as error:
-            raise PluginError(
-                f"setup() raised {type(error).__name__}: {error}",
-                plugin=plugin.name,
-                run_id=plugin.run_id,
-            ) from error
-        plugin._setup_done = True  # type: ignore[attr-defined]
-
-
-def _ready(plugin: Plugin) -> None:
-    """setup() and warm_up(), once per plugin instance (on a worker thread or process)."""
-    _setup(plugin)
-    if plugin.__dict__.get("_warmed_up"):
+def _run_hook(plugin: Plugin, hook: str, done_flag: str) -> None:
+    """Run a plugin's setup()/warm_up() once per instance, its errors naming the plugin."""
+    if plugin.__dict__.get(done_flag):
         return
     try:
-        plugin.warm_up()
+        getattr(plugin, hook)()
     except AsyncstraxError as error:
         raise error.add_context(plugin=plugin.name, run_id=plugin.run_id)
     except Exception as error:
         raise PluginError(
-            f"warm_up() raised {type(error).__name__}: {error}",
+            f"{hook}() raised {type(error).__name__}: {error}",
             plugin=plugin.name,
             run_id=plugin.run_id,
         ) from error
-    plugin._warmed_up = True  # type: ignore[attr-defined]
+    plugin.__dict__[done_flag] = True
+
+
+def _setup(plugin: Plugin) -> None:
+    _run_hook(plugin, "setup", "_setup_done")
+
+
+def _ready(plugin: Plugin) -> None:
+    """setup() and warm_up(), once per plugin instance (on a worker thread or process)."""
+    _run_hook(plugin, "setup", "_setup_done")
+    _run_hook(plugin, "warm_up", "_warmed_up")
 
 
 def _process_batch(plugin: Plugin, batch: list[Work]) -> list[dict[str, Chunk]]:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-import pandas as pd
-import pytest
 from hypothesis import given, settings
 from strategies import chunk_boundaries
 from toy_plugins import BigPulses, PulseBasics, Pulses, make_pulses

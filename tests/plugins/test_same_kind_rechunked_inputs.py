@@ -4,7 +4,6 @@ no item of one data type while its chunk goes on past the step's end."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from toy_plugins import Pulses
 
 import asyncstrax as ax

@@ -1,7 +1,8 @@
 """Event building and event basics vs plain-Python references; the chain helper."""
 
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from asyncstrax.dtypes import event_basics_dtype, event_dtype, peak_basics_dtype
 from asyncstrax.processing import build_events, event_basics

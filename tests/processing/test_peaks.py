@@ -1,7 +1,8 @@
 """Peak finding, summed waveforms, widths, peak_basics and classification vs references."""
 
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from asyncstrax.dtypes import hit_dtype, peak_basics_dtype, peak_dtype, raw_record_dtype
 from asyncstrax.processing import (

@@ -1,7 +1,8 @@
 """Baselining, record helpers and hit finding, against plain-Python references."""
 
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from asyncstrax.dtypes import hit_dtype, raw_record_dtype, record_dtype
 from asyncstrax.processing import (
