@@ -27,6 +27,8 @@ def main() -> None:
     parser.add_argument("--warm", action="store_true", help="also time a second run")
     parser.add_argument("--save", action="store_true", help="save every level to a temp store")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--capacity-mb", type=float, default=None,
+                        help="channel capacity (default: the context's)")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
@@ -50,8 +52,11 @@ def main() -> None:
     def run(run_id: str) -> float:
         folder = tempfile.mkdtemp(prefix="asx_bench_") if args.save else None
         storage = [ax.FileStore(folder)] if folder else []
+        extra = {}
+        if args.capacity_mb is not None:
+            extra["channel_capacity_bytes"] = int(args.capacity_mb * 1e6)
         ctx = ax.Context(storage=storage, register=PLUGINS, config=config,
-                         max_workers=args.workers)
+                         max_workers=args.workers, **extra)
         t, c = time.perf_counter(), cpu_seconds()
         ctx.make(run_id, "event_basics", save=targets if args.save else ())
         seconds = time.perf_counter() - t

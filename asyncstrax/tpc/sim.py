@@ -467,17 +467,21 @@ def _mb_per_event(
     n_channels, dt, spr, s1_photons, s2_photons, drift_time_ns, s2_sigma_ns, s1_tau_ns,
     s2_top_fraction, pre_samples, post_samples,
 ):
-    n_events = 200
-    rate = 200.0
+    # ~200 events in 10 small chunks: one big pilot chunk would cost ~200 MB of memory.
+    n_chunks, events_per_chunk, rate = 10, 20, 200.0
     sim = Simulator(
         seed=987654321, n_channels=n_channels, event_rate_hz=rate, dark_rate_hz=0.0,
-        chunk_duration_ns=int(n_events / rate * 1e9), dt=dt, samples_per_record=spr,
+        chunk_duration_ns=int(events_per_chunk / rate * 1e9), dt=dt, samples_per_record=spr,
         s1_photons=s1_photons, s2_photons=s2_photons, drift_time_ns=drift_time_ns,
         s2_sigma_ns=s2_sigma_ns, s1_tau_ns=s1_tau_ns, s2_top_fraction=s2_top_fraction,
         pre_samples=pre_samples, post_samples=post_samples,
     )
-    _, _, raw, truth = sim.next_chunk(with_truth=True)
-    return raw.nbytes / max(len(truth), 1) / MB
+    nbytes = n_events = 0
+    for _ in range(n_chunks):
+        _, _, raw, truth = sim.next_chunk(with_truth=True)
+        nbytes += raw.nbytes
+        n_events += len(truth)
+    return nbytes / max(n_events, 1) / MB
 
 
 def _chunk_bounds(item):
