@@ -70,9 +70,11 @@ class PipelineSummary:
         lines = [f"{'component':<28}{'kind':<8}{'chunks':>8}{'items':>12}{'seconds':>10}"
                  f"{'MB/s':>10}"]
         for s in self.components:
+            # below a millisecond of compute a rate means nothing (a source handing over data)
+            rate = f"{s.mb_per_s:>10.1f}" if s.compute_seconds >= 1e-3 else f"{'-':>10}"
             lines.append(
                 f"{s.name:<28}{s.kind:<8}{s.chunks:>8}{s.items:>12}"
-                f"{s.compute_seconds:>10.3f}{s.mb_per_s:>10.1f}"
+                f"{s.compute_seconds:>10.3f}{rate}"
             )
         lines.append(f"wall time {self.wall_seconds:.3f} s")
         return "\n".join(lines)
