@@ -189,7 +189,7 @@ def apply_request_selection(
         return data
     if keep_set == set(names):
         return data
-    fields = data.dtype.fields
+    fields: Any = data.dtype.fields
     new_dtype = np.dtype(
         [
             (((fields[n][2], n) if len(fields[n]) > 2 else n), fields[n][0])
@@ -248,7 +248,7 @@ def add_run_id_field(arr: np.ndarray, run_id: str, dtype: Any = None) -> np.ndar
 
 
 def _descr_with_titles(dtype: np.dtype) -> list[tuple[Any, Any]]:
-    fields = dtype.fields or {}
+    fields: Any = dtype.fields or {}
     return [
         (((fields[n][2], n) if len(fields[n]) > 2 else n), fields[n][0])
         for n in dtype.names or ()

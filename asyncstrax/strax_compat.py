@@ -23,7 +23,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -102,6 +102,8 @@ class StraxContextMethods:
 
     # These are the Context's; declared for readers and type checkers.
     _registry: Any
+    register: Any
+    set_config: Any
     config: dict
     context_config: dict
     storage: list
@@ -134,7 +136,7 @@ class StraxContextMethods:
             storage = list(self.storage) + storage
             config = {**self.config, **config}
             context_config = {**self.context_config, **kwargs}
-        new = type(self)(storage=storage, **context_config)
+        new = cast(Any, type(self))(storage=storage, **context_config)
         if not replace:
             new._registry.by_data_type = dict(self._registry.by_data_type)
             superruns = getattr(self, "_superrun_specs", None)
@@ -821,7 +823,7 @@ class StraxContextMethods:
             if wanted is None:
                 continue
             patterns = _str_tuple(wanted)
-            mask = [any(tag_match(str(v), p, pattern_type, False) for p in patterns)
+            mask: Any = [any(tag_match(str(v), p, pattern_type, False) for p in patterns)
                     for v in runs[column].values]
             runs = runs[np.asarray(mask, dtype=bool)]
         for tags, keep in ((include_tags, True), (exclude_tags, False)):
@@ -1054,9 +1056,10 @@ class StraxContextMethods:
                 if n_chunks == 0:
                     result["start"] = chunk.start
                     if fields is None:
-                        fields = [n for n in data.dtype.names if n not in ("time", "endtime")]
+                        fields = [n for n in cast("tuple[str, ...]", data.dtype.names)
+                                  if n not in ("time", "endtime")]
                 if store_first_for_others and not seen_data and len(data):
-                    for name in data.dtype.names:
+                    for name in cast("tuple[str, ...]", data.dtype.names):
                         if name not in fields:
                             result[name] = data[0][name]
                     seen_data = True

@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -278,7 +278,7 @@ class Pipeline:
             lane: ComputeLane | ProcessLane = ProcessLane(self.process_pool, self.max_workers, stats)
             try:
                 await self._compute_loop(plugin, sync, outs, stats, lane, parallel,
-                                         lambda batch: lane.submit_batch(key, batch))
+                                         lambda batch: cast(ProcessLane, lane).submit_batch(key, batch))
             finally:
                 await lane.aclose()  # type: ignore[union-attr]
                 self.process_pool.unregister(key)

@@ -498,6 +498,7 @@ class ProcessPool:
         """Start every worker and build, set up and warm the given plugins in each of them."""
         self.start()
         executor = self._state.executor
+        assert executor is not None
         jobs = [(key, self._plugins[key].payload) for key in keys]
         futures = [executor.submit(_worker_warm, jobs, True) for _ in range(self.n_workers)]
         try:
@@ -579,6 +580,7 @@ class ProcessPool:
         self.start()
         state = self._state
         executor = state.executor
+        assert executor is not None
         send = len(reg.acked) < self.n_workers
         while True:
             job = _Job(state)
@@ -610,7 +612,7 @@ class ProcessPool:
             send = True  # the worker had dropped it from its registry: send it again
         status, pid = result[0], result[1]
         if status == "error":
-            _, _, error, cause, tb = result
+            _, _, error, cause, tb = result  # type: ignore[misc]
             if cause is not None:
                 cause.__cause__ = _RemoteTraceback(tb)
                 raise error from cause
@@ -644,7 +646,7 @@ class ProcessPool:
             if size < PACK_ON_THREAD_BYTES:
                 in_descs, in_bytes = shm.write_into(job.in_mm, arrays)
                 return work_descs, in_descs, in_bytes
-            packing = self._state.packer.submit(shm.write_into, job.in_mm, arrays)
+            packing = self._state.packer.submit(shm.write_into, job.in_mm, arrays)  # type: ignore[union-attr]
         except BaseException:
             job.cleanup()
             raise

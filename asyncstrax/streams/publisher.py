@@ -589,7 +589,7 @@ class Publisher:
             compressor = self.compressor if nbytes else None
             if nbytes:
                 raw = np.ascontiguousarray(data)
-                payload = memoryview(raw.view(np.uint8))
+                payload = memoryview(raw.view(np.uint8))  # type: ignore[arg-type]  # numpy stubs, py<3.12
                 if compressor == "lz4":
                     payload = await _maybe_thread(nbytes, _compress, payload)
             header = self._chunk_header(chunk.start, chunk.end, len(chunk), nbytes, compressor)

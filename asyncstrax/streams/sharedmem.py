@@ -28,6 +28,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from multiprocessing import shared_memory
+from typing import TypeGuard, cast
 
 import numpy as np
 
@@ -65,7 +66,7 @@ def valid_prefix(prefix: object) -> bool:
     return isinstance(prefix, str) and bool(_PREFIX_RE.match(prefix))
 
 
-def valid_segment(name: object, prefix: str) -> bool:
+def valid_segment(name: object, prefix: str) -> TypeGuard[str]:
     return isinstance(name, str) and bool(_NAME_RE.match(name)) and name.startswith(prefix + "_")
 
 
@@ -203,12 +204,13 @@ class SegmentPool:
     @staticmethod
     def write(seg: Segment, data: np.ndarray) -> None:
         """Copy ``data`` (contiguous or not) into the segment (safe to call on a thread)."""
+        buf = cast(memoryview, seg.shm.buf)  # open while the segment is referenced
         if data.flags.c_contiguous:
             # a byte copy: numpy copies structured dtypes field by field, ~5x slower
-            target = np.frombuffer(seg.shm.buf, dtype=np.uint8, count=data.nbytes)
+            target = np.frombuffer(buf, dtype=np.uint8, count=data.nbytes)
             np.copyto(target, data.view(np.uint8).reshape(-1))
         else:
-            target = np.frombuffer(seg.shm.buf, dtype=data.dtype, count=len(data))
+            target = np.frombuffer(buf, dtype=data.dtype, count=len(data))
             target[...] = data
         del target
 

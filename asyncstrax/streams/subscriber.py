@@ -325,6 +325,7 @@ class Subscriber:
             pending: asyncio.Future | None = asyncio.ensure_future(self._next())
             try:
                 while True:
+                    assert pending is not None
                     try:
                         raw = await pending
                     except StreamError:
@@ -437,7 +438,7 @@ class Subscriber:
                                   f"for {nbytes} bytes of data")
             data = np.empty(n, dtype)
             if nbytes:
-                await self._reader.read_into(memoryview(data.view(np.uint8)))
+                await self._reader.read_into(memoryview(data.view(np.uint8)))  # type: ignore[arg-type]
         elif compressor == "lz4":
             raw = await self._reader.read_payload(head)
             out = await _maybe_thread(nbytes, _decompress, raw, nbytes, peer)
