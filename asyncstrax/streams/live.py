@@ -188,6 +188,13 @@ def run_digitizer(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- live
+def _saved_as_made(plugin_class: type) -> type:
+    """The same plugin, its outputs saved chunk by chunk (``rechunk_on_save = False``)."""
+    return type(plugin_class.__name__, (plugin_class,),
+                {"rechunk_on_save": False, "__module__": plugin_class.__module__,
+                 "__doc__": plugin_class.__doc__})
+
+
 def add_live_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=f"tcp://127.0.0.1:{DEFAULT_PORT}",
                         help=f"stream to subscribe to (default tcp://127.0.0.1:{DEFAULT_PORT})")
@@ -237,7 +244,10 @@ async def process_live(args: argparse.Namespace, stop: asyncio.Event, box: dict)
     source = subscriber_plugin("raw_records", args.address, info.dtype, "raw_records",
                                token=args.token, policy=args.policy,
                                sharedmem=not args.no_sharedmem)
-    plugins = [p for p in TPC_PLUGINS if p is not RawRecords] + [source]
+    # Live data is written chunk by chunk as it is made (no merging to a target size first),
+    # so what is saved trails the detector by a chunk, not by a whole run. Same class names
+    # and versions: the lineage, and so the stored data's key, is unchanged.
+    plugins = [_saved_as_made(p) for p in TPC_PLUGINS if p is not RawRecords] + [source]
     ctx = Context(storage=storage, register=plugins, config=dict(n_channels=args.n_channels))
     pipeline = ctx.pipeline(info.run_id, args.target, max_workers=args.max_workers)
     box["pipeline"] = pipeline
