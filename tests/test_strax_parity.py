@@ -400,10 +400,6 @@ def test_apply_data_function(st):
 
 
 # ---------------------------------------------------------------------- options as strax's
-needs_options_fix = pytest.mark.xfail(
-    strict=True, reason="options.py/graph.py fix proposed in the strax-parity report")
-
-
 def _per_run_context():
     @strax.takes_config(strax.Option("thr", default_by_run=[(0, 1.0), (1000, 2.0)],
                                      help="per-run default"))
