@@ -1,0 +1,98 @@
+"""The reference TPC chain on asyncstrax's engine, fed saved raw_records; prints one JSON line.
+
+    python benchmarks/asx_chain.py CHUNK_DIR [--warm] [--max-chunks N] [--workers N]
+
+Child of ``benchmarks/compare_strax.py`` (run it, not this); the twin of
+``benchmarks/strax_chain.py``. A source plugin yields the raw_records chunks saved by
+compare_strax.py (``chunks.json`` + one .npy per chunk); the rest is ``asyncstrax.tpc``'s
+Records -> Peaks -> PeakBasics -> Events -> EventBasics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+
+T_START = time.perf_counter()
+
+
+def build_source(chunk_dir: str, max_chunks: int | None):
+    import numpy as np
+
+    from asyncstrax.dtypes import raw_record_dtype
+    from asyncstrax.plugins.base import Plugin, SaveWhen
+
+    with open(os.path.join(chunk_dir, "chunks.json")) as f:
+        index = json.load(f)["chunks"]
+    if max_chunks:
+        index = index[:max_chunks]
+
+    class RawRecords(Plugin):
+        """Source: the saved raw_records chunks, one per compute(chunk_i)."""
+
+        __version__ = "0.1.0"
+        provides = "raw_records"
+        depends_on = ()
+        data_kind = "raw_records"
+        dtype = raw_record_dtype()
+        save_when = SaveWhen.EXPLICIT
+        rechunk_on_save = False
+
+        def is_ready(self, chunk_i):
+            return chunk_i < len(index)
+
+        def source_finished(self):
+            return True
+
+        def compute(self, chunk_i):
+            start, end, name = index[chunk_i]
+            data = np.load(os.path.join(chunk_dir, name))
+            return self.chunk(start=start, end=end, data=data)
+
+    return RawRecords
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("chunk_dir")
+    parser.add_argument("--warm", action="store_true", help="also time a second run")
+    parser.add_argument("--max-chunks", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+
+    t0 = time.perf_counter()
+    import asyncstrax as ax
+
+    t_import_engine = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    from asyncstrax.tpc.plugins import EventBasics, Events, PeakBasics, Peaks, Records
+
+    plugins = [build_source(args.chunk_dir, args.max_chunks), Records, Peaks, PeakBasics,
+               Events, EventBasics]
+    t_import_chain = time.perf_counter() - t0
+
+    def run(run_id: str) -> tuple[float, int, float]:
+        ctx = ax.Context(storage=[], register=plugins, max_workers=args.workers)
+        t = time.perf_counter()
+        n, s2 = 0, 0.0
+        for chunk in ctx.get_iter(run_id, "event_basics"):
+            n += len(chunk.data)
+            s2 += float(chunk.data["s2_area"].sum())
+        return time.perf_counter() - t, n, s2
+
+    first, n_events, s2_sum = run("000000")
+    warm = run("000001")[0] if args.warm else None
+    print(json.dumps(dict(
+        engine=f"asyncstrax {ax.__version__}", import_engine_s=t_import_engine,
+        import_chain_s=t_import_chain, first_run_s=first, warm_s=warm,
+        total_s=time.perf_counter() - T_START,
+        peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        n_events=n_events, s2_area_sum=s2_sum,
+    )))
+
+
+if __name__ == "__main__":
+    main()

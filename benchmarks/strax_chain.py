@@ -1,0 +1,181 @@
+"""The reference TPC chain as strax 2.x plugins, run by strax's engine; prints one JSON line.
+
+    <strax python> benchmarks/strax_chain.py CHUNK_DIR [--warm] [--max-chunks N]
+
+Child of ``benchmarks/compare_strax.py`` (run it, not this). It needs an interpreter where
+``import strax`` works (a separate virtualenv: strax is *not* a dependency of asyncstrax) and
+``PYTHONPATH`` holding this repository: the plugins call asyncstrax's numba kernels
+(``asyncstrax.processing``), the same ones the asyncstrax plugins call, so the comparison
+isolates the engines. The source reads raw_records chunks saved by compare_strax.py (a
+``chunks.json`` index and one .npy file per chunk). Not a test module (no ``test_`` prefix):
+pytest never imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+
+T_START = time.perf_counter()
+
+
+def build_plugins(chunk_dir: str, max_chunks: int | None):
+    import numpy as np
+    import strax
+
+    from asyncstrax.dtypes import (
+        DEFAULT_RECORD_LENGTH,
+        event_basics_dtype,
+        event_dtype,
+        peak_basics_dtype,
+        peak_dtype,
+        raw_record_dtype,
+        record_dtype,
+    )
+    from asyncstrax.processing import chain_config
+    from asyncstrax.processing.chain import process_peaks, process_records
+    from asyncstrax.processing.classify import peak_basics as compute_peak_basics
+    from asyncstrax.processing.events import build_events
+    from asyncstrax.processing.events import event_basics as compute_event_basics
+
+    with open(os.path.join(chunk_dir, "chunks.json")) as f:
+        index = json.load(f)["chunks"]
+    if max_chunks:
+        index = index[:max_chunks]
+    cfg = chain_config()
+    classification = {name: cfg[name] for name in (
+        "s1_max_rise_time", "s1_max_range_50p_area", "s1_min_channels", "s2_min_area",
+        "s2_min_range_50p_area", "s2_min_channels")}
+
+    class RawRecords(strax.Plugin):
+        """Source: the saved raw_records chunks, one per compute(chunk_i)."""
+
+        __version__ = "0.1.0"
+        provides = "raw_records"
+        depends_on = ()
+        data_kind = "raw_records"
+        dtype = raw_record_dtype()
+        rechunk_on_save = False
+
+        def is_ready(self, chunk_i):
+            return chunk_i < len(index)
+
+        def source_finished(self):
+            return True
+
+        def compute(self, chunk_i):
+            start, end, name = index[chunk_i]
+            data = np.load(os.path.join(chunk_dir, name))
+            return self.chunk(start=start, end=end, data=data)
+
+    class Records(strax.Plugin):
+        __version__ = "0.1.0"
+        provides = "records"
+        depends_on = "raw_records"
+        data_kind = "records"
+        parallel = True
+        dtype = record_dtype(DEFAULT_RECORD_LENGTH)
+        rechunk_on_save = False
+
+        def compute(self, raw_records):
+            return process_records(raw_records, cfg)
+
+    class Peaks(strax.Plugin):
+        __version__ = "0.1.0"
+        provides = "peaks"
+        depends_on = "records"
+        data_kind = "peaks"
+        parallel = True
+        dtype = peak_dtype(cfg["n_channels"], cfg["n_sum_wv_samples"], cfg["n_widths"])
+
+        def compute(self, records):
+            return process_peaks(records, cfg)
+
+    class PeakBasics(strax.Plugin):
+        __version__ = "0.1.0"
+        provides = "peak_basics"
+        depends_on = "peaks"
+        data_kind = "peaks"
+        parallel = True
+        dtype = peak_basics_dtype
+
+        def compute(self, peaks):
+            return compute_peak_basics(peaks, classification)
+
+    class Events(strax.OverlapWindowPlugin):
+        __version__ = "0.1.0"
+        provides = "events"
+        depends_on = "peak_basics"
+        data_kind = "events"
+        dtype = event_dtype
+
+        def get_window_size(self):
+            return cfg["left_event_extension"] + cfg["right_event_extension"]
+
+        def compute(self, peaks, start, end):
+            return build_events(peaks, cfg["trigger_min_area"], cfg["left_event_extension"],
+                                cfg["right_event_extension"], start, end)
+
+        def iter(self, iters, executor=None):
+            # number events when they are sent (compute may see the overlap region twice)
+            n_sent = 0
+            for chunk in super().iter(iters, executor=executor):
+                if chunk is not None:
+                    chunk.data["event_number"] = np.arange(n_sent, n_sent + len(chunk.data))
+                    n_sent += len(chunk.data)
+                yield chunk
+
+    class EventBasics(strax.Plugin):
+        __version__ = "0.1.0"
+        provides = "event_basics"
+        depends_on = ("events", "peak_basics")
+        data_kind = "events"
+        dtype = event_basics_dtype
+
+        def compute(self, events, peaks):
+            return compute_event_basics(events, peaks)
+
+    return [RawRecords, Records, Peaks, PeakBasics, Events, EventBasics]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("chunk_dir")
+    parser.add_argument("--warm", action="store_true", help="also time a second run")
+    parser.add_argument("--max-chunks", type=int, default=None)
+    args = parser.parse_args()
+
+    t0 = time.perf_counter()
+    import strax
+
+    t_import_engine = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    plugins = build_plugins(args.chunk_dir, args.max_chunks)  # imports the kernels
+    t_import_chain = time.perf_counter() - t0
+
+    def run(run_id: str) -> tuple[float, int, float]:
+        st = strax.Context(storage=[], register=plugins)
+        t = time.perf_counter()
+        n, s2 = 0, 0.0
+        # strax's default processor, single process/thread (max_workers=None)
+        for chunk in st.get_iter(run_id, "event_basics", progress_bar=False):
+            n += len(chunk.data)
+            s2 += float(chunk.data["s2_area"].sum())
+        return time.perf_counter() - t, n, s2
+
+    first, n_events, s2_sum = run("000000")
+    warm = run("000001")[0] if args.warm else None
+    print(json.dumps(dict(
+        engine=f"strax {strax.__version__}", import_engine_s=t_import_engine,
+        import_chain_s=t_import_chain, first_run_s=first, warm_s=warm,
+        total_s=time.perf_counter() - T_START,
+        peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        n_events=n_events, s2_area_sum=s2_sum,
+    )))
+
+
+if __name__ == "__main__":
+    main()
