@@ -351,11 +351,25 @@ class Context(StraxContextMethods):
         if not self.storage:
             return None
         key = DataKey(run_id, dt, plugin.lineage)  # type: ignore[attr-defined]
+        incomplete = self._incomplete_kwargs()
         for store in self.storage:
-            if store.find(key):
-                return store.loader(key, data_kind=plugin.data_kind_for(dt),
-                                    dtype=plugin.dtype_for(dt), time_range=time_range)
+            if store.find(key, **incomplete):
+                loader = store.loader(key, data_kind=plugin.data_kind_for(dt),
+                                      dtype=plugin.dtype_for(dt), time_range=time_range,
+                                      **incomplete)
+                if getattr(loader, "incomplete", False):
+                    end = getattr(loader, "available_end", None)
+                    warnings.warn(
+                        f"run {run_id!r} is not finished: loading the {dt!r} written so far "
+                        f"(data up to time {end if end is not None else 'its start'})",
+                        stacklevel=3,
+                    )
+                return loader
         return None
+
+    def _incomplete_kwargs(self) -> dict[str, Any]:
+        """``allow_incomplete=True`` for the stores if the context allows incomplete data."""
+        return {"allow_incomplete": True} if self.context_config.get("allow_incomplete") else {}
 
     def _make_saver(self, run_id: str, dt: str, plugin: Plugin) -> Any:
         key = DataKey(run_id, dt, plugin.lineage)  # type: ignore[attr-defined]
@@ -366,13 +380,15 @@ class Context(StraxContextMethods):
 
     def is_stored(self, run_id: str, target: str, **kwargs: Any) -> bool:
         key = self.key_for(run_id, target)
-        return any(store.find(key) for store in self.storage)
+        incomplete = self._incomplete_kwargs()
+        return any(store.find(key, **incomplete) for store in self.storage)
 
     def get_metadata(self, run_id: str, target: str) -> dict[str, Any]:
         key = self.key_for(run_id, target)
+        incomplete = self._incomplete_kwargs()
         for store in self.storage:
-            if store.find(key):
-                return store.get_metadata(key)
+            if store.find(key, **incomplete):
+                return store.get_metadata(key, **incomplete)
         raise DataNotAvailable(f"no stored {target!r} for run {run_id!r} with this lineage",
                                data_type=target, run_id=str(run_id))
 

@@ -149,19 +149,56 @@ class FileStore:
             )
         return metadata
 
+    def _live_metadata(self, key: DataKey) -> tuple[str, dict] | None:
+        """``(folder, metadata)`` of the newest live writer of ``key`` (a run still growing).
+
+        Only our own writers' temporary folders whose writer still holds its lock count; the
+        metadata lists the chunks written so far, a contiguous prefix (``FileSaver``).
+        """
+        best: tuple[str, dict] | None = None
+        for folder in tempdirs.live_folders(self.folder(key)):
+            try:
+                metadata = read_metadata(self._metadata_path(folder, key))
+            except (OSError, DataCorrupted):
+                continue  # just renamed away, or not ours to read
+            if metadata.get("exception") or metadata.get("lineage_hash", key.lineage_hash) \
+                    != key.lineage_hash:
+                continue
+            started = metadata.get("writing_started") or 0
+            if best is None or started > (best[1].get("writing_started") or 0):
+                best = (folder, metadata)
+        return best
+
     # ------------------------------------------------------------------ the Context's calls
-    def find(self, key: DataKey) -> bool:
+    def find(self, key: DataKey, allow_incomplete: bool = False) -> bool:
         """True if complete data with exactly this lineage is stored.
 
         Data whose writing failed or never ended (strax may rename such folders) is not
-        reported. Unreadable metadata raises ``DataCorrupted``.
+        reported. Unreadable metadata raises ``DataCorrupted``. With ``allow_incomplete``,
+        data being written right now by a live writer is reported too.
         """
         metadata = self._read_final_metadata(key)
+        if metadata is not None and is_complete(metadata):
+            return True
+        if not allow_incomplete:
+            return False
+        if self._live_metadata(key) is not None:
+            return True
+        metadata = self._read_final_metadata(key)  # the writer may have just finished
         return metadata is not None and is_complete(metadata)
 
-    def get_metadata(self, key: DataKey) -> dict:
-        """The metadata of stored data; ``DataNotAvailable`` if there is none."""
+    def get_metadata(self, key: DataKey, allow_incomplete: bool = False) -> dict:
+        """The metadata of stored data; ``DataNotAvailable`` if there is none.
+
+        With ``allow_incomplete``, if there is no complete data, the metadata of a live
+        writer (chunks written so far, no ``writing_ended``) is returned.
+        """
         metadata = self._read_final_metadata(key)
+        if allow_incomplete and (metadata is None or not is_complete(metadata)):
+            live = self._live_metadata(key)
+            if live is not None:
+                return live[1]
+            metadata = self._read_final_metadata(key)
         if metadata is None:
             raise DataNotAvailable(
                 f"no data at {self.folder(key)}", data_type=key.data_type, run_id=key.run_id
@@ -175,8 +212,23 @@ class FileStore:
         data_kind: str,
         dtype: Any,
         time_range: tuple[int, int] | None = None,
+        allow_incomplete: bool = False,
     ) -> FileLoader:
-        """A producer of the stored chunks overlapping ``time_range`` (all if None)."""
+        """A producer of the stored chunks overlapping ``time_range`` (all if None).
+
+        With ``allow_incomplete`` and no complete data, the chunks a live writer has written
+        so far are loaded (``loader.incomplete`` is True; its chunks end at ``loader.available_end``).
+        """
+        metadata = self._read_final_metadata(key)
+        if allow_incomplete and (metadata is None or not is_complete(metadata)):
+            live = self._live_metadata(key)
+            if live is not None:
+                folder, metadata = live
+                return FileLoader(
+                    folder, key, metadata, data_kind=data_kind, dtype=dtype,
+                    time_range=time_range, read_ahead=self.read_ahead,
+                    moved_to=self.folder(key),
+                )
         metadata = self.get_metadata(key)
         if not is_complete(metadata):
             raise DataNotAvailable(
@@ -277,8 +329,17 @@ class FileLoader:
         dtype: Any,
         time_range: tuple[int, int] | None = None,
         read_ahead: int = 2,
+        moved_to: str | None = None,
     ) -> None:
         self.folder = folder
+        #: where the folder goes when its writer finishes (set when reading a growing run)
+        self.moved_to = moved_to
+        #: True when loading what a live writer has written so far (the run is not finished)
+        self.incomplete = moved_to is not None
+        chunks = metadata.get("chunks") or []
+        #: the end of the last stored chunk (None if there is none)
+        last = chunks[-1] if chunks and isinstance(chunks[-1], dict) else {}
+        self.available_end: int | None = last.get("end")
         self.key = key
         self.name = f"load {key.data_type}"
         self.provides = (key.data_type,)
@@ -403,6 +464,10 @@ class FileLoader:
             self.key.data_type, self.key.lineage_hash, chunk_i)
         path = os.path.join(self.folder, filename)
         self.files_read.append(filename)
+        if self.moved_to is not None and not os.path.exists(path):
+            moved = os.path.join(self.moved_to, filename)
+            if os.path.exists(moved):  # the writer finished and renamed its folder meanwhile
+                path = moved
         try:
             with open(path, "rb", buffering=0) as f:
                 size = os.fstat(f.fileno()).st_size
@@ -492,6 +557,11 @@ class FileSaver:
         self._done = False
         self._state_lock = threading.Lock()
         self._abort_error: BaseException | None = None
+        # Live metadata: chunk entries written so far, published in order (see _chunk_written).
+        self._publish_lock = threading.Lock()
+        self._written: dict[int, dict] = {}
+        self._published: list[dict] = []
+        self._publishing_closed = False
         #: "saved", "skipped" (complete data existed) or "lost" (another writer finished first)
         self.outcome: str | None = None
 
@@ -525,22 +595,23 @@ class FileSaver:
         info = chunk_info(chunk, self._chunk_i)
         self._chunk_i += 1
         self.metadata["chunks"].append(info)
-        if not len(chunk):
-            return  # strax writes no file for an empty chunk
         while len(self._in_flight) >= self.store.max_writes_in_flight:
             await self._wait_oldest()
-        filename = chunk_filename(self.key.data_type, self.key.lineage_hash, info["chunk_i"])
-        info["filename"] = filename
-        assert self.folder is not None
-        path = os.path.join(self.folder.path, filename)
-        future = pool.submit(_write_chunk_file, path, chunk.data, self.codec, self.store.fsync,
-                             info["chunk_i"], self.key)
+        path = None
+        if len(chunk):  # strax writes no file for an empty chunk
+            filename = chunk_filename(self.key.data_type, self.key.lineage_hash, info["chunk_i"])
+            info["filename"] = filename
+            assert self.folder is not None
+            path = os.path.join(self.folder.path, filename)
+        future = pool.submit(self._write_chunk, path, chunk.data, info)
         self._in_flight.append((info, future))
 
     async def _wait_oldest(self) -> None:
         info, future = self._in_flight[0]
         try:
-            info["filesize"] = await future
+            size = await future
+            if size is not None:
+                info["filesize"] = size
         finally:
             if future.done():
                 self._in_flight.popleft()
@@ -548,6 +619,49 @@ class FileSaver:
     # -------------------------------------------------------------- on a worker thread
     def _storage_error(self, what: str, error: OSError) -> StorageError:
         return _os_storage_error(what, error, self.key)
+
+    def _write_chunk(self, path: str | None, data: np.ndarray, info: dict) -> int | None:
+        """Write one chunk's file (none for an empty chunk), then publish the live metadata."""
+        size = None
+        if path is not None:
+            size = _write_chunk_file(path, data, self.codec, self.store.fsync, info["chunk_i"],
+                                     self.key)
+        self._chunk_written(info, size)
+        return size
+
+    def _chunk_written(self, info: dict, size: int | None) -> None:
+        """Rewrite the temporary folder's metadata to list every chunk written so far.
+
+        Chunks may finish out of order (``max_writes_in_flight``); only the contiguous prefix
+        from chunk 0 is listed, so a reader (``FileStore.find(key, allow_incomplete=True)``)
+        never sees a chunk whose file, or an earlier chunk's file, is not complete. The lock
+        keeps the atomic replaces in order (a newer listing is never overwritten by an older).
+        """
+        entry = dict(info)
+        if size is not None:
+            entry["filesize"] = size
+        with self._publish_lock:
+            if self._publishing_closed or self.folder is None:
+                return
+            self._written[int(entry["chunk_i"])] = entry
+            before = len(self._published)
+            while len(self._published) in self._written:
+                self._published.append(self._written.pop(len(self._published)))
+            if len(self._published) == before:
+                return
+            live = {k: v for k, v in self.metadata.items() if k != "chunks"}
+            live["chunks"] = list(self._published)
+            live["start"] = self._published[0]["start"]
+            live["end"] = self._published[-1]["end"]
+            try:
+                write_metadata(self._metadata_path, live)
+            except OSError as error:  # the final write will report a real disk problem
+                log.warning("%s: could not update the live metadata in %s: %s", self.name,
+                            self.folder.path, error)
+
+    def _close_publishing(self) -> None:
+        with self._publish_lock:
+            self._publishing_closed = True
 
     def _open(self) -> None:
         with self._state_lock:
@@ -561,6 +675,7 @@ class FileSaver:
                 raise self._storage_error(f"cannot start writing {self.final}", error) from None
 
     def _finalize(self) -> str:
+        self._close_publishing()
         md = self.metadata
         if md["chunks"]:
             md["start"] = md["chunks"][0]["start"]
@@ -632,6 +747,7 @@ class FileSaver:
 
     def _record_failure(self, error: BaseException) -> None:
         assert self.folder is not None
+        self._close_publishing()
         md = self.metadata
         md["exception"] = _describe_failure(error)
         if md["chunks"]:

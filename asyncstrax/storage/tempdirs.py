@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - Windows
 
 from .metadata import TEMP_SUFFIX
 
-__all__ = ["LOCK_NAME", "WriterFolder", "claim", "remove_stale"]
+__all__ = ["LOCK_NAME", "WriterFolder", "claim", "is_live", "live_folders", "remove_stale"]
 
 LOCK_NAME = ".asyncstrax-writer.lock"
 
@@ -109,6 +109,44 @@ def _remove_if_stale(folder: str) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def is_live(folder: str) -> bool:
+    """True if ``folder`` is one of our temporary folders and its writer holds its lock.
+
+    Without ``fcntl``, a folder with our lock file counts as live.
+    """
+    path = os.path.join(folder, LOCK_NAME)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        if fcntl is None:  # pragma: no cover - Windows
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True  # held: its writer is alive
+        return False  # we could take it: the writer is dead (closing the fd lets it go)
+    finally:
+        os.close(fd)
+
+
+def _temp_folders(final: str) -> list[str]:
+    parent, name = os.path.split(final)
+    try:
+        entries = os.listdir(parent or ".")
+    except OSError:
+        return []
+    return [os.path.join(parent, entry) for entry in entries
+            if entry == name + TEMP_SUFFIX or (entry.startswith(name + TEMP_SUFFIX + "_")
+                                               and ".stale-" not in entry)]
+
+
+def live_folders(final: str) -> list[str]:
+    """The temporary folders of ``final`` whose writers are alive (being written right now)."""
+    return [path for path in _temp_folders(final) if is_live(path)]
 
 
 def remove_stale(final: str) -> list[str]:
