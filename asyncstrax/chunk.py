@@ -33,7 +33,7 @@ __all__ = ["Chunk", "endtime", "split_array", "split_index", "DEFAULT_CHUNK_TARG
 DEFAULT_CHUNK_TARGET_MB = 200
 
 #: from this many items on, chunk rules are checked in one numba pass (see _chunk_checks)
-BIG_CHUNK_ITEMS = 50_000
+BIG_CHUNK_ITEMS = 5_000
 
 
 def endtime(data: np.ndarray) -> np.ndarray:
