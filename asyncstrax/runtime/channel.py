@@ -27,7 +27,7 @@ from ..errors import AsyncstraxError, ChunkContinuityError
 
 __all__ = ["Channel", "ChannelReader", "ChannelStatistics", "StallMonitor", "DeadlockError"]
 
-DEFAULT_CAPACITY_BYTES = 200 * 1024**2
+DEFAULT_CAPACITY_BYTES = 64 * 1024**2
 
 
 class DeadlockError(AsyncstraxError):
