@@ -12,7 +12,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .errors import InvalidConfiguration, RegistrationError
-from .lineage import DataKey
 from .plugins.base import Plugin
 
 __all__ = ["PluginRegistry", "build_plugins"]
@@ -145,11 +144,6 @@ def _lineage(plugin: Plugin) -> dict[str, Any]:
     for dep in plugin.deps.values():
         lineage.update(dep.lineage)  # type: ignore[attr-defined]
     return lineage
-
-
-def key_for(plugins: Mapping[str, Plugin], run_id: str, data_type: str) -> DataKey:
-    plugin = plugins[data_type]
-    return DataKey(run_id, data_type, plugin.lineage)  # type: ignore[attr-defined]
 
 
 def check_config_names(registry: PluginRegistry, names: Iterable[str]) -> None:

@@ -20,8 +20,6 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
-import numpy as np
-
 from ..chunk import Chunk, concat_arrays, merge_arrays
 from ..errors import AsyncstraxError, InvalidConfiguration, PluginError
 from ..plugins.base import Plugin, Work
@@ -558,12 +556,3 @@ def _plugin_error(
         chunk_i=chunk_i,
         time_range=time_range,
     )
-
-
-def collect(chunks: Sequence[Chunk], dtype: np.dtype | None = None) -> np.ndarray:
-    """Concatenate chunk data into one array (a single copy)."""
-    arrays = [c.data for c in chunks]
-    if not arrays:
-        return np.zeros(0, dtype=dtype) if dtype is not None else np.zeros(0)
-    return np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
-
