@@ -1,14 +1,18 @@
-"""Storage throughput: FileStore save and load vs bare lz4 frames on the same bytes.
+"""Storage throughput: FileStore save and load vs the bare codec on the same bytes.
 
 Synthetic raw_records-like data (time, length, dt, channel, pulse_length, record_i, baseline and
 a 110-sample int16 waveform: a baseline near 16000 with noise and occasional pulses), ~200 MB in
 10 chunks (``ASYNCSTRAX_BENCH_MB`` to change). Throughput is MB/s of *uncompressed* data.
 
-- bare compress / decompress: ``lz4.frame`` with the settings the store writes (content checksum),
-  one chunk after another on one thread, nothing written or read;
+- bare compress / decompress: the codec's own functions with the settings the store writes
+  (blosc, the default: byte shuffle by 2 + LZ4; lz4: a frame with content checksum), one chunk
+  after another on one thread, nothing written or read;
 - save: the FileStore saver fed through a Channel (as the pipeline does), files written to disk
   (page cache), metadata, rename;
-- load: the FileStore loader, files read and decompressed, arrays handed out as Chunks.
+- load: the FileStore loader, files read (CRC-32 checked) and decompressed, arrays handed out
+  as Chunks.
+
+Both codecs are measured (``-k blosc`` / ``-k lz4`` to pick one).
 
 Goal: load >= 0.8x bare decompression, save >= 0.8x bare compression. Run with::
 
@@ -22,7 +26,6 @@ import os
 import shutil
 import time
 
-import lz4.frame
 import numpy as np
 import pytest
 
@@ -30,7 +33,7 @@ from asyncstrax.chunk import Chunk
 from asyncstrax.lineage import DataKey
 from asyncstrax.runtime.channel import Channel
 from asyncstrax.runtime.offload import ThreadPool
-from asyncstrax.storage import FileStore
+from asyncstrax.storage import FileStore, codecs
 
 RAW_RECORDS = np.dtype([
     ("time", "<i8"), ("length", "<i4"), ("dt", "<i2"), ("channel", "<i2"),
@@ -80,11 +83,11 @@ def chunks():
 class RawRecordsPlugin:
     """What FileStore.saver reads from a plugin."""
 
-    compressor = "lz4"
     chunk_target_size_mb = 200
     rechunk_on_save = False
 
-    def __init__(self, version: str) -> None:
+    def __init__(self, version: str, compressor: str) -> None:
+        self.compressor = compressor
         self.lineage = {"raw_records": ["Digitizer", version, {}]}
 
     def dtype_for(self, data_type):
@@ -128,21 +131,21 @@ def best_of(fn, repeats=REPEATS):
     return min(times)
 
 
-def test_storage_speed(benchmark, chunks, tmp_path):
+@pytest.mark.parametrize("compressor", ["blosc", "lz4"])
+def test_storage_speed(benchmark, chunks, tmp_path, compressor):
     total = sum(c.nbytes for c in chunks)
     mb = total / 1e6
-    raw = [c.data.view(np.uint8) for c in chunks]
-    compressed = [lz4.frame.compress(b, content_checksum=True) for b in raw]
+    compressed = [codecs.compress(compressor, c.data) for c in chunks]
     ratio = total / sum(len(c) for c in compressed)
 
-    t_compress = best_of(lambda: [lz4.frame.compress(b, content_checksum=True) for b in raw])
-    t_decompress = best_of(lambda: [lz4.frame.decompress(c) for c in compressed])
+    t_compress = best_of(lambda: [codecs.compress(compressor, c.data) for c in chunks])
+    t_decompress = best_of(lambda: [codecs.decompress(compressor, c, None) for c in compressed])
 
     versions = iter(range(1000))
 
     def do_save():
         store = FileStore(tmp_path / "save")
-        plugin = RawRecordsPlugin(f"0.{next(versions)}")
+        plugin = RawRecordsPlugin(f"0.{next(versions)}", compressor)
         key = DataKey("bench", "raw_records", plugin.lineage)
         asyncio.run(save(store, key, plugin, chunks))
         return store, key
@@ -159,6 +162,7 @@ def test_storage_speed(benchmark, chunks, tmp_path):
     benchmark.pedantic(lambda: asyncio.run(load(store, key)), rounds=REPEATS, iterations=1)
 
     figures = {
+        "compressor": compressor,
         "uncompressed_mb": round(mb, 1),
         "compression_ratio": round(ratio, 2),
         "bare_compress_mb_s": round(mb / t_compress, 1),

@@ -75,10 +75,16 @@ def test_cold_start_vs_warm(benchmark, raw_mb):
           f"{result['total_s']:.2f} s")
 
 
-def test_save_overhead(benchmark, raw_mb):
+def test_save_overhead(benchmark, raw_mb, request):
+    """Best of three fresh processes each, alternating (the machine drifts)."""
+    rounds = 3 if benchmarks_enabled(request.config) else 1
+
     def both() -> tuple[dict, dict]:
-        return child("--raw-mb", str(raw_mb), "--warm"), child("--raw-mb", str(raw_mb),
-                                                               "--warm", "--save")
+        plain, saving = [], []
+        for _ in range(rounds):
+            plain.append(child("--raw-mb", str(raw_mb), "--warm"))
+            saving.append(child("--raw-mb", str(raw_mb), "--warm", "--save"))
+        return (min(plain, key=lambda r: r["warm_s"]), min(saving, key=lambda r: r["warm_s"]))
 
     plain, saving = benchmark.pedantic(both, rounds=1)
     ratio = saving["warm_s"] / plain["warm_s"]

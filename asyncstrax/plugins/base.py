@@ -96,7 +96,7 @@ class Plugin:
     parallel: ClassVar[bool | str] = False
     save_when: ClassVar[Any] = SaveWhen.ALWAYS
     rechunk_on_save: ClassVar[bool] = True
-    compressor: ClassVar[str] = "lz4"
+    compressor: ClassVar[str] = "blosc"
     chunk_target_size_mb: ClassVar[float] = DEFAULT_CHUNK_TARGET_MB
     takes_config: ClassVar[dict[str, Option]] = {}
     child_plugin: ClassVar[bool] = False

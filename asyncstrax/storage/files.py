@@ -43,6 +43,7 @@ import shutil
 import threading
 import time
 import traceback
+import zlib
 from collections import deque
 from typing import Any
 
@@ -83,7 +84,8 @@ SCRATCH_MAX_BYTES = 64 * 1024**2
 class FileStore:
     """A directory of strax data folders (strax's ``DataDirectory`` + ``FileSytemBackend``).
 
-    ``compressor`` is used for plugins that declare none (asyncstrax plugins default to lz4).
+    ``compressor`` is used for plugins that declare none (asyncstrax plugins, as strax's, default
+    to blosc).
     ``read_ahead``: chunks read ahead of the consumer when loading. ``max_writes_in_flight``:
     chunks being compressed and written at once when saving. ``fsync``: flush every file to disk
     before the final rename (safe against power loss, slower; a killed process needs no fsync).
@@ -93,7 +95,7 @@ class FileStore:
         self,
         path: str | os.PathLike,
         readonly: bool = False,
-        compressor: str = "lz4",
+        compressor: str = codecs.DEFAULT_COMPRESSOR,
         deep_scan: bool = False,
         provide_run_metadata: bool = False,
         *,
@@ -484,6 +486,13 @@ class FileLoader:
         except OSError as error:
             raise self._corrupted(chunk_i, path, f"cannot be read: {error}") from None
         nbytes = n * self.dtype.itemsize
+        expected_crc = info.get("crc32")
+        if expected_crc is not None and zlib.crc32(buffer) != int(expected_crc):
+            buffer.release()
+            raise self._corrupted(
+                chunk_i, path,
+                "fails its CRC-32 check: its bytes changed after it was written",
+            )
         try:
             raw = self.codec.decompress(buffer, nbytes)
         except AsyncstraxError:
@@ -609,9 +618,7 @@ class FileSaver:
     async def _wait_oldest(self) -> None:
         info, future = self._in_flight[0]
         try:
-            size = await future
-            if size is not None:
-                info["filesize"] = size
+            _note_file(info, await future)
         finally:
             if future.done():
                 self._in_flight.popleft()
@@ -620,16 +627,17 @@ class FileSaver:
     def _storage_error(self, what: str, error: OSError) -> StorageError:
         return _os_storage_error(what, error, self.key)
 
-    def _write_chunk(self, path: str | None, data: np.ndarray, info: dict) -> int | None:
+    def _write_chunk(self, path: str | None, data: np.ndarray, info: dict
+                     ) -> tuple[int, int] | None:
         """Write one chunk's file (none for an empty chunk), then publish the live metadata."""
-        size = None
+        written = None
         if path is not None:
-            size = _write_chunk_file(path, data, self.codec, self.store.fsync, info["chunk_i"],
-                                     self.key)
-        self._chunk_written(info, size)
-        return size
+            written = _write_chunk_file(path, data, self.codec, self.store.fsync,
+                                        info["chunk_i"], self.key)
+        self._chunk_written(info, written)
+        return written
 
-    def _chunk_written(self, info: dict, size: int | None) -> None:
+    def _chunk_written(self, info: dict, written: tuple[int, int] | None) -> None:
         """Rewrite the temporary folder's metadata to list every chunk written so far.
 
         Chunks may finish out of order (``max_writes_in_flight``); only the contiguous prefix
@@ -638,8 +646,7 @@ class FileSaver:
         keeps the atomic replaces in order (a newer listing is never overwritten by an older).
         """
         entry = dict(info)
-        if size is not None:
-            entry["filesize"] = size
+        _note_file(entry, written)
         with self._publish_lock:
             if self._publishing_closed or self.folder is None:
                 return
@@ -732,7 +739,7 @@ class FileSaver:
         try:
             for info, future in list(self._in_flight):
                 try:
-                    info["filesize"] = await future
+                    _note_file(info, await future)
                 except BaseException:  # noqa: BLE001 - that write's own failure is secondary
                     pass
             self._in_flight.clear()
@@ -782,11 +789,21 @@ def _os_storage_error(what: str, error: OSError, key: DataKey) -> StorageError:
     return StorageError(f"{what}: {reason}{where}", data_type=key.data_type, run_id=key.run_id)
 
 
+def _note_file(info: dict, written: tuple[int, int] | None) -> None:
+    """Record a written chunk file's size (as strax does) and CRC-32 (ours) in its entry."""
+    if written is not None:
+        info["filesize"], info["crc32"] = written
+
+
 def _write_chunk_file(
     path: str, data: np.ndarray, codec: codecs.Codec, fsync: bool, chunk_i: int, key: DataKey
-) -> int:
-    """Compress and write one chunk (blocking; on a worker thread); returns the file size."""
-    blob = codec.compress(codecs.array_bytes(data))
+) -> tuple[int, int]:
+    """Compress and write one chunk (blocking; on a worker thread).
+
+    Returns the file's size and the CRC-32 of its bytes (checked on load: blosc, the default
+    codec, would not notice a flipped byte by itself)."""
+    blob = codec.compress(codecs.array_bytes(data), codecs.shuffle_size(data.dtype))
+    crc = zlib.crc32(blob)
     try:
         with open(path, "xb") as f:
             f.write(blob)
@@ -796,7 +813,7 @@ def _write_chunk_file(
     except OSError as error:
         raise _os_storage_error(f"cannot write chunk {chunk_i} to {path}", error,
                                 key).add_context(chunk_i=chunk_i) from None
-    return len(blob)
+    return len(blob), crc
 
 
 def _fsync_dir(path: str) -> None:

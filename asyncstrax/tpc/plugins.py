@@ -247,7 +247,6 @@ class Records(Plugin):
     # As straxen does for records: chunks are already big, and merging them before writing
     # would hold the whole run in memory and compress it all at the end instead of meanwhile.
     rechunk_on_save = False
-    compressor = "lz4"
 
     n_channels = Config(default=_D["n_channels"], type=int, help="number of PMT channels")
     baseline_samples = Config(default=_D["baseline_samples"], type=int,

@@ -34,7 +34,7 @@ def test_spec_round_trips_a_context(tmp_path):
     assert rebuilt.config == {"n_chunks": 2}
     assert rebuilt.context_config["max_workers"] == 3
     assert [(s.path, s.readonly, s.compressor) for s in rebuilt.storage] == [
-        (str(tmp_path / "a"), False, "lz4"), (str(tmp_path / "b"), True, "bz2")]
+        (str(tmp_path / "a"), False, "blosc"), (str(tmp_path / "b"), True, "bz2")]
     assert rebuilt.key_for("r", "sample_sums") == ctx.key_for("r", "sample_sums")
 
 

@@ -61,7 +61,39 @@ def test_bz2_round_trip():
     np.testing.assert_array_equal(np.frombuffer(raw, ENDTIME_DTYPE), data)
 
 
-@pytest.mark.parametrize("name, package", [("blosc", "blosc"), ("zstd", "zstd")])
+def test_blosc_round_trip_shuffles_by_the_field_with_most_bytes():
+    import blosc
+
+    data = np.zeros(500, dtype=ENDTIME_DTYPE)
+    data["area"] = np.arange(500)
+    blob = codecs.compress("blosc", data)
+    raw = codecs.decompress("blosc", memoryview(blob), data.nbytes)
+    np.testing.assert_array_equal(np.frombuffer(raw, ENDTIME_DTYPE), data)
+    # blosc's header records the shuffle and the element size it used
+    assert blosc.decompress(blob) == data.tobytes()
+    assert blob[3] == codecs.shuffle_size(ENDTIME_DTYPE)  # byte 3 of a blosc header: typesize
+
+
+@pytest.mark.parametrize("dtype, size", [
+    (np.dtype([("time", "<i8"), ("length", "<i4"), ("data", "<i2", (110,))]), 2),
+    (np.dtype([("time", "<i8"), ("data", "<f4", (200,))]), 4),
+    (np.dtype("<f8"), 8),
+    (np.dtype([("a", "<i8"), ("b", "<i4"), ("c", "<i4")]), 4),  # a tie: the smaller size
+    (np.dtype([("flag", "?"), ("n", "<i2")]), 2),
+])
+def test_shuffle_size_is_that_of_the_field_holding_most_bytes(dtype, size):
+    assert codecs.shuffle_size(dtype) == size
+
+
+def test_default_compressor_is_strax_default():
+    from asyncstrax import Plugin
+    from asyncstrax.storage import FileStore
+
+    assert codecs.DEFAULT_COMPRESSOR == "blosc" == Plugin.compressor
+    assert FileStore("/nonexistent/for/this/test").compressor == "blosc"
+
+
+@pytest.mark.parametrize("name, package", [("zstd", "zstd")])
 def test_missing_codec_package_says_what_to_install(monkeypatch, name, package):
     real_import = builtins.__import__
 

@@ -7,7 +7,7 @@ strax==2.2.3``), or of this interpreter if it can import strax; otherwise the te
 Checked, both ways:
 - ``deterministic_hash`` of several lineages, and the lineage hash of equivalent plugins (same
   class name, version and options) in a strax and an asyncstrax context;
-- data saved by asyncstrax (lz4) is found by strax (``is_stored``) and loads identical;
+- data saved by asyncstrax (lz4 and blosc) is found by strax (``is_stored``) and loads identical;
 - data saved by strax with blosc (its default), lz4 and zstd loads identical here, chunk by
   chunk. Codecs not installed here are read by asyncstrax running in the strax interpreter.
 """
@@ -194,12 +194,13 @@ def test_strax_reads_ours_and_we_read_strax(tmp_path):
     run_id = namespace["RUN_ID"]
 
     def our_context(path, dt, readonly=False):
-        # asyncstrax saves lz4 whatever strax used: the compressor is not in the lineage
-        plugin = namespace["make_plugin"](asyncstrax.Plugin, asyncstrax.Config, dt, "lz4")
+        # each with the codec its name says (blosc: ours shuffles, strax's does not)
+        plugin = namespace["make_plugin"](asyncstrax.Plugin, asyncstrax.Config, dt,
+                                          namespace["CODECS"][dt])
         return asyncstrax.Context(storage=FileStore(path, readonly=readonly), register=plugin,
                                   config=config)
 
-    # 1. asyncstrax saves (lz4), through a real Context and pipeline.
+    # 1. asyncstrax saves (lz4 and blosc), through a real Context and pipeline.
     ours = ["things_lz4", "things_blosc"]
     for dt in ours:
         ctx = our_context(ours_dir, dt)
