@@ -120,7 +120,8 @@ async def _serve_flood(p: dict) -> list:
     times: list = []
     # as serve_digitizer makes it (its default --buffer-mb 256)
     pub = Publisher("raw_records", port=0, dtype=dtype, data_kind="raw_records",
-                    run_id=p["run_id"], buffer_bytes=256 * 1024**2)
+                    run_id=p["run_id"], buffer_bytes=256 * 1024**2,
+                    transport=p.get("transport", "tcp"))
     async with pub:
         _emit("ADDRESS", pub.address)
         await pub.wait_for_subscribers(1)

@@ -41,8 +41,10 @@ process before anything is timed (a live process that has been up for a while).
    one-chunk read-ahead are the limit). Live MB/s = raw MB / wall time from creating the
    pipeline to its end (all saved). Offline MB/s: the same code (``run_chain``) with the same
    chunks (simulated again here, same seed: identical) from a source plugin, same storage.
-   Interleaved rounds, best of each; ratio = live / offline (goal >= 0.8). The two runs'
-   event_basics must be identical.
+   Interleaved rounds, best of each; ratio = live / offline (goal >= 0.8). Each round also
+   runs the live chain with the digitizer publishing over shared memory (``live_shm``: the
+   payload is not copied through a socket), to tell the transport's cost from the rest. All
+   runs' event_basics must be identical.
 
 Run with (``-s`` prints the figures; they are also in ``benchmark.extra_info``)::
 
@@ -167,15 +169,16 @@ def test_live_latency(benchmark: Any, tmp_path: Any) -> None:
 
 # ---------------------------------------------------------------------- 2. sustained rate
 async def _offline_then_live(tmp: str, r: int, address: str, chunks: list, nbytes: int,
-                             times: dict[str, list[float]], results: dict[str, np.ndarray]
-                             ) -> None:
-    """One round: the offline chain on ``chunks``, then the live chain on the stream."""
+                             times: dict[str, list[float]], results: dict[str, np.ndarray],
+                             live_name: str = "live", offline: bool = True) -> None:
+    """One round: the offline chain on ``chunks`` (if ``offline``), then the live chain on the
+    stream (its figures under ``live_name``)."""
     from asyncstrax import Context
     from asyncstrax.dtypes import raw_record_dtype
 
-    for name in ("offline", "live"):
+    for name in (("offline", live_name) if offline else (live_name,)):
         folder = os.path.join(tmp, f"{name}{r}")
-        if name == "live":
+        if name.startswith("live"):
             plugins = H.live_plugins(address, raw_record_dtype())
         else:
             plugins = H.chain_plugins(H.pregenerated_source(chunks))
@@ -183,7 +186,7 @@ async def _offline_then_live(tmp: str, r: int, address: str, chunks: list, nbyte
                       config=dict(n_channels=N_CHANNELS))
         wall, n, pipeline = await H.run_chain(ctx, "sustained")
         times[name].append(wall)
-        if name == "live":
+        if name.startswith("live"):
             stats = H.subscriber_of(pipeline).statistics()
             assert stats.ended_cleanly and stats.chunks == len(chunks)
             assert stats.bytes == nbytes
@@ -199,37 +202,44 @@ def measure_sustained(tmp: str, total_mb: float, rounds: int) -> dict[str, Any]:
     params = dict(mode="flood", rate_mb_s=RATE_MB_S, chunk_mb=CHUNK_MB, total_mb=total_mb,
                   seed=SEED, n_channels=N_CHANNELS, run_id="sustained")
     chunks: list = []
-    times: dict[str, list[float]] = {"live": [], "offline": []}
+    times: dict[str, list[float]] = {"live": [], "live_shm": [], "offline": []}
     results: dict[str, np.ndarray] = {}
     for r in range(rounds):
-        # the digitizer simulates its chunks while this process does the same (same seed)
-        digitizer = H.DigitizerProcess(**params)
-        try:
-            if not chunks:
-                chunks = H.generate(params)
-            nbytes = sum(raw.nbytes for _, _, raw in chunks)
-            address = digitizer.address()  # its data is ready: nothing else runs from here
-            with H.new_loop_runner() as runner:
-                runner.run(_offline_then_live(tmp, r, address, chunks, nbytes, times, results))
-            assert len(digitizer.published()) == len(chunks)
-        finally:
-            digitizer.close()
+        for transport, live_name in (("tcp", "live"), ("sharedmem", "live_shm")):
+            # the digitizer simulates its chunks while this process does the same (same seed)
+            digitizer = H.DigitizerProcess(**params, transport=transport)
+            try:
+                if not chunks:
+                    chunks = H.generate(params)
+                nbytes = sum(raw.nbytes for _, _, raw in chunks)
+                address = digitizer.address()  # its data is ready: nothing else runs from here
+                with H.new_loop_runner() as runner:
+                    runner.run(_offline_then_live(tmp, r, address, chunks, nbytes, times,
+                                                  results, live_name, offline=transport == "tcp"))
+                assert len(digitizer.published()) == len(chunks)
+            finally:
+                digitizer.close()
     # the stream changed nothing
-    assert results["live"].dtype == results["offline"].dtype
-    assert results["live"].tobytes() == results["offline"].tobytes()
+    for name in ("live", "live_shm"):
+        assert results[name].dtype == results["offline"].dtype
+        assert results[name].tobytes() == results["offline"].tobytes()
     mb = nbytes / 1e6
-    live, offline = min(times["live"]), min(times["offline"])
+    live, live_shm, offline = (min(times[k]) for k in ("live", "live_shm", "offline"))
     return dict(
         raw_mb=round(mb, 1),
         chunks=len(chunks),
         chunk_mb=CHUNK_MB,
         event_basics=len(results["live"]),
         live_seconds=[round(t, 2) for t in times["live"]],
+        live_shm_seconds=[round(t, 2) for t in times["live_shm"]],
         offline_seconds=[round(t, 2) for t in times["offline"]],
         live_mb_s=round(mb / live, 1),
+        live_shm_mb_s=round(mb / live_shm, 1),
         offline_mb_s=round(mb / offline, 1),
         live_over_offline=round(offline / live, 3),
+        live_shm_over_offline=round(offline / live_shm, 3),
         goal_met=offline / live >= 0.8,
+        goal_met_shm=offline / live_shm >= 0.8,
     )
 
 
