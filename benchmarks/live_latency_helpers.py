@@ -251,14 +251,14 @@ class _TimedPool:
     def submit(self, fn: Any, *args: Any) -> Any:
         from asyncstrax.storage import files
 
-        if fn is files._write_chunk_file:
-            chunk_i = args[4]  # (path, data, codec, fsync, chunk_i, key)
+        if getattr(fn, "__func__", None) is files.FileSaver._write_chunk:
+            chunk_i = args[2]["chunk_i"]  # (path, data, info)
             written = self._log.written
 
             def timed(*a: Any) -> Any:
-                size = fn(*a)
+                result = fn(*a)
                 written[chunk_i] = clock()
-                return size
+                return result
 
             return self._pool.submit(timed, *args)
         return self._pool.submit(fn, *args)
