@@ -55,12 +55,17 @@ def build_source(chunk_dir: str, max_chunks: int | None):
     return RawRecords
 
 
+ALL_LEVELS = ("raw_records", "records", "peaks", "peak_basics", "events", "event_basics")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("chunk_dir")
     parser.add_argument("--warm", action="store_true", help="also time a second run")
     parser.add_argument("--max-chunks", type=int, default=None)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--save", default=None, metavar="DIR",
+                        help="save every level to a FileStore in DIR (default compressor)")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
@@ -75,10 +80,12 @@ def main() -> None:
     t_import_chain = time.perf_counter() - t0
 
     def run(run_id: str) -> tuple[float, int, float]:
-        ctx = ax.Context(storage=[], register=plugins, max_workers=args.workers)
+        storage = [ax.FileStore(args.save)] if args.save else []
+        ctx = ax.Context(storage=storage, register=plugins, max_workers=args.workers)
+        save = ALL_LEVELS if args.save else ()
         t = time.perf_counter()
         n, s2 = 0, 0.0
-        for chunk in ctx.get_iter(run_id, "event_basics"):
+        for chunk in ctx.get_iter(run_id, "event_basics", save=save):
             n += len(chunk.data)
             s2 += float(chunk.data["s2_area"].sum())
         return time.perf_counter() - t, n, s2

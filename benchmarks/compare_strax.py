@@ -15,7 +15,10 @@
 Each child times: import (engine + chain modules), the first run (cold: numba loads its
 cached kernels, ...), a second run in the same process (warm), and reports its peak RSS.
 Both are first primed on one chunk so numba's on-disk caches exist. ``cold`` in the table is
-import + first run; ``1st/warm`` excludes the import.
+import + first run; ``1st/warm`` excludes the import. Each child is then run again saving
+every level (``--save DIR``: each engine's own file store and default compressor, blosc for
+both; ours shuffles): ``warm+save`` is that process's warm run, ``save/process`` its ratio to
+the warm run without saving.
 
 The strax interpreter: ``--strax-python``, else ``$ASYNCSTRAX_STRAX_PYTHON``, else
 ``/tmp/straxvenv/bin/python`` if it imports strax. strax is never a dependency of asyncstrax.
@@ -84,10 +87,12 @@ def table(ours: dict, strax: dict, raw_mb: float, n_chunks: int) -> str:
         r["cold_s"] = r["import_s"] + r["first_run_s"]
         r["first_over_warm"] = r["first_run_s"] / r["warm_s"]
         r["mb_s"] = raw_mb / r["warm_s"]
+        r["save_over_process"] = r["warm_save_s"] / r["warm_s"]
     cols = [("import s", "import_s", "{:.2f}"), ("1st run s", "first_run_s", "{:.2f}"),
             ("cold s", "cold_s", "{:.2f}"), ("warm s", "warm_s", "{:.2f}"),
             ("1st/warm", "first_over_warm", "{:.2f}"), ("warm MB/s", "mb_s", "{:.0f}"),
-            ("peak RSS MiB", "peak_rss_mib", "{:.0f}")]
+            ("peak RSS MiB", "peak_rss_mib", "{:.0f}"), ("warm+save s", "warm_save_s", "{:.2f}"),
+            ("save/process", "save_over_process", "{:.2f}"), ("RSS save MiB", "save_rss_mib", "{:.0f}")]
     head = f"{'':<18}" + "".join(f"{c[0]:>13}" for c in cols)
     lines = [f"raw_records -> event_basics, {raw_mb:.0f} MB in {n_chunks} chunks, one worker; "
              f"both engines run asyncstrax's numba kernels",
@@ -100,8 +105,9 @@ def table(ours: dict, strax: dict, raw_mb: float, n_chunks: int) -> str:
     lines.append(f"events: ours {ours['n_events']}, strax {strax['n_events']}; "
                  f"sum s2_area: ours {ours['s2_area_sum']:.6g}, strax {strax['s2_area_sum']:.6g}"
                  + ("" if ours["n_events"] == strax["n_events"] else "  (MISMATCH)"))
-    lines.append("cold = import + 1st run; 1st/warm excludes the import; lower is better, "
-                 "except MB/s")
+    lines.append("cold = import + 1st run; 1st/warm excludes the import; warm+save: the warm "
+                 "run saving every level (save/process: its ratio to the warm run); lower is "
+                 "better, except MB/s")
     return "\n".join(lines)
 
 
@@ -130,6 +136,14 @@ def main() -> None:
         child(strax_python, "strax_chain.py", folder, "--max-chunks", "1")
         ours = child(sys.executable, "asx_chain.py", folder, "--warm")
         strax = child(strax_python, "strax_chain.py", folder, "--warm")
+        # the same, saving every level (each engine's default storage and compressor)
+        for name, python, script, result in (("ours", sys.executable, "asx_chain.py", ours),
+                                             ("strax", strax_python, "strax_chain.py", strax)):
+            store = os.path.join(folder, f"store_{name}")
+            saving = child(python, script, folder, "--warm", "--save", store)
+            result["warm_save_s"] = saving["warm_s"]
+            result["save_rss_mib"] = saving["peak_rss_mib"]
+            shutil.rmtree(store, ignore_errors=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print(table(ours, strax, mb, n_chunks))

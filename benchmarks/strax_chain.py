@@ -146,6 +146,8 @@ def main() -> None:
     parser.add_argument("chunk_dir")
     parser.add_argument("--warm", action="store_true", help="also time a second run")
     parser.add_argument("--max-chunks", type=int, default=None)
+    parser.add_argument("--save", default=None, metavar="DIR",
+                        help="save every level to a DataDirectory in DIR (strax's defaults)")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
@@ -157,7 +159,9 @@ def main() -> None:
     t_import_chain = time.perf_counter() - t0
 
     def run(run_id: str) -> tuple[float, int, float]:
-        st = strax.Context(storage=[], register=plugins)
+        # with storage, strax saves every level (save_when ALWAYS, its default) with blosc
+        storage = [strax.DataDirectory(args.save)] if args.save else []
+        st = strax.Context(storage=storage, register=plugins)
         t = time.perf_counter()
         n, s2 = 0, 0.0
         # strax's default processor, single process/thread (max_workers=None)
