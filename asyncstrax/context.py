@@ -282,8 +282,16 @@ class Context(StraxContextMethods):
         # With one worker, separate plugins overlap one another on the threads, which beats a
         # fused chain; with several, a fused chain keeps several chunks in flight end to end.
         if max_workers > 1 and self.context_config.get("fuse_parallel", True):
-            visible = set(targets) | {s.data_type for s in savers}
+            # a saved data type stays inside a chain when its saver lets the chain write it
+            inline = {s.data_type: s for s in savers
+                      if getattr(s, "can_write_inline", False) and s.data_type not in targets}
+            visible = set(targets) | {s.data_type for s in savers if s.data_type not in inline}
             ordered = fuse_parallel_chains(ordered, visible)
+            for plugin in ordered:
+                for stage in getattr(plugin, "stages", ())[:-1]:
+                    if stage.provides[0] in inline:
+                        plugin.save_inline(stage.provides[0],  # type: ignore[attr-defined]
+                                           inline[stage.provides[0]].inline_spec())
         return Pipeline(
             ordered,
             targets,

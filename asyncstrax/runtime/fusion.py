@@ -10,6 +10,12 @@ plugin that raised.
 
 Only plain compute plugins (stateless across chunks, strax's rule for ``parallel`` plugins) are
 fused; family plugins that override ``process_work`` keep their own task.
+
+An intermediate data type that is saved (but read by nothing else) does not stop a chain when
+its saver does not rechunk: the chain writes its chunk files itself, where they were made
+(``storage.inline``), and passes on only a ``WrittenChunk`` (range and metadata entry) to the
+saver. So with ``parallel="process"``, raw data crosses into the worker once, records are
+compressed and written there, and only peaks come back.
 """
 
 from __future__ import annotations
@@ -41,6 +47,21 @@ class FusedChain(Plugin):
         self.parallel = (  # type: ignore[misc]
             "process" if any(s.parallel == "process" for s in self.stages) else True
         )
+        #: saved intermediate data types the chain writes itself (storage.inline.InlineWrite)
+        self.inline: dict[str, Any] = {}
+
+    def save_inline(self, data_type: str, spec: Any) -> None:
+        """Write ``data_type`` (made by an inner stage) with ``spec``, and provide it as
+        WrittenChunks for its saver."""
+        stage = next(s for s in self.stages[:-1] if s.provides[0] == data_type)
+        last = self.stages[-1]
+        if not self.inline:
+            self.dtype = {last.provides[0]: last.dtype}
+            self.data_kind = {last.provides[0]: last.data_kind}
+        self.inline[data_type] = spec
+        self.provides = (*self.provides, data_type)  # type: ignore[misc]
+        self.dtype[data_type] = stage.dtype
+        self.data_kind[data_type] = stage.data_kind
 
     @property
     def name(self) -> str:
@@ -65,10 +86,21 @@ class FusedChain(Plugin):
             _ready(stage)
 
     def process_work(self, work: Work) -> list[dict[str, Chunk]]:
+        if work.flush:  # only plain plugins are fused: they hold nothing back
+            return []
         outputs = self._run_stage(self.stages[0], work, work)
+        written: dict[str, Chunk] = {}
         for previous, stage in zip(self.stages[:-1], self.stages[1:]):
             data_type = previous.provides[0]
             kind = previous.data_kind_for(data_type)
+            spec = self.inline.get(data_type)
+            if spec is not None:
+                if len(outputs) != 1:
+                    raise AsyncstraxError(
+                        f"{previous.name} made {len(outputs)} chunks in one step; a chain that "
+                        f"saves {data_type!r} itself needs exactly one", plugin=previous.name,
+                        data_type=data_type, chunk_i=work.chunk_i)
+                written[data_type] = self._write(spec, outputs[0][data_type], work)
             following = []
             for produced in outputs:
                 chunk = produced[data_type]
@@ -76,7 +108,23 @@ class FusedChain(Plugin):
                             {kind: [(data_type, [chunk.data])]}, is_last=work.is_last)
                 following.extend(self._run_stage(stage, step, work))
             outputs = following
+        if written:
+            if len(outputs) != 1:
+                last = self.stages[-1]
+                raise AsyncstraxError(
+                    f"{last.name} made {len(outputs)} chunks in one step; a chain that saves "
+                    f"{sorted(written)} itself needs exactly one", plugin=last.name,
+                    chunk_i=work.chunk_i)
+            outputs = [{**outputs[0], **written}]
         return outputs
+
+    @staticmethod
+    def _write(spec: Any, chunk: Chunk, work: Work) -> Chunk:
+        try:
+            return spec.write(chunk, work.chunk_i)  # type: ignore[no-any-return]
+        except AsyncstraxError as error:
+            raise error.add_context(data_type=chunk.data_type, run_id=chunk.run_id,
+                                    chunk_i=work.chunk_i)
 
     @staticmethod
     def _run_stage(stage: Plugin, step: Work, work: Work) -> list[dict[str, Chunk]]:

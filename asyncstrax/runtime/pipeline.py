@@ -268,6 +268,7 @@ class Pipeline:
         self, plugin: Plugin, sync: InputSync, outs: list[Channel], stats: PluginStats
     ) -> None:
         parallel = bool(plugin.parallel) and self.max_workers > 1
+        await self._open_inline_savers(plugin)
         if parallel and plugin.parallel == "process":
             if self.process_pool is None:
                 self.process_pool = ProcessPool(self.max_workers)
@@ -284,6 +285,17 @@ class Pipeline:
         lane = ComputeLane(self._pool, self.max_workers if parallel else 1, stats)  # type: ignore[arg-type]
         await self._compute_loop(plugin, sync, outs, stats, lane, parallel,
                                  lambda batch: lane.submit(_process_batch, plugin, batch))
+
+    async def _open_inline_savers(self, plugin: Plugin) -> None:
+        """A fused chain that saves data types itself needs their savers' folders first."""
+        inline = getattr(plugin, "inline", None)
+        if not inline:
+            return
+        savers = {s.data_type: s for s in self.savers}
+        for data_type, spec in inline.items():
+            saver = savers.get(data_type)
+            spec.folder = (None if saver is None
+                           else await saver.ensure_open(self._pool))  # type: ignore[attr-defined]
 
     async def _compute_loop(
         self, plugin: Plugin, sync: InputSync, outs: list[Channel], stats: PluginStats,

@@ -66,6 +66,7 @@ import numpy as np
 from ..chunk import Chunk
 from ..errors import AsyncstraxError, InvalidConfiguration, PluginError
 from ..plugins.base import Plugin, Work
+from ..storage.inline import WrittenChunk, written_from_meta
 from . import shm
 from .offload import PluginStats
 
@@ -204,8 +205,10 @@ def _worker_run(job: tuple) -> tuple:
         for outputs in results:
             meta = []
             for dt, chunk in outputs.items():
+                # a chunk a fused chain saved here goes back as its file entry only
+                extra = (chunk.info, chunk.written) if isinstance(chunk, WrittenChunk) else None
                 meta.append((dt, chunk.data_kind, chunk.run_id, chunk.start, chunk.end,
-                             chunk.subruns, chunk.target_size_mb))
+                             chunk.subruns, chunk.target_size_mb, extra))
                 out_arrays.append(chunk.data)
             metas.append(meta)
         out_descs, out_bytes = shm.write_arrays(out_name, out_arrays)
@@ -628,9 +631,10 @@ class ProcessPool:
         i = 0
         for meta in metas:
             chunks = {}
-            for dt, kind, run_id, start, end, subruns, target in meta:
-                chunks[dt] = _chunk_unchecked(dt, kind, run_id, start, end, subruns, target,
-                                              out[i])
+            for dt, kind, run_id, start, end, subruns, target, extra in meta:
+                chunks[dt] = written_from_meta(
+                    _chunk_unchecked(dt, kind, run_id, start, end, subruns, target, out[i]),
+                    extra)
                 i += 1
             outputs.append(chunks)
         return BatchResult(outputs, seconds, in_bytes, out_bytes)

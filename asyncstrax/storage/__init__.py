@@ -2,7 +2,8 @@
 
 - ``files``: ``FileStore`` (what the Context talks to), its loader and saver;
 - ``metadata``: strax's folder and file names and metadata fields, in one place;
-- ``codecs``: lz4 (default), blosc, zstd, bz2 under strax's names;
+- ``codecs``: blosc (default), lz4, zstd, bz2 under strax's names;
+- ``inline``: chunk files written by the fused chain that made them (no trip back first);
 - ``rechunk``: merging small and splitting big chunks before they are written;
 - ``tempdirs``: one temporary folder per writer, and telling a dead writer's from a live one's;
 - ``listing``: ``list_stored(path)``, what a store holds (for ``asyncstrax ls``).

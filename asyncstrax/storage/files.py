@@ -59,6 +59,7 @@ from ..errors import (
 )
 from ..lineage import DataKey
 from . import codecs, tempdirs
+from .inline import WrittenChunk
 from .metadata import (
     check_run_id,
     chunk_filename,
@@ -573,6 +574,27 @@ class FileSaver:
         self._publishing_closed = False
         #: "saved", "skipped" (complete data existed) or "lost" (another writer finished first)
         self.outcome: str | None = None
+        self._opening: asyncio.Future | None = None
+
+    @property
+    def can_write_inline(self) -> bool:
+        """Whether the chain that makes this data may write its files itself (``inline``):
+        only without rechunking, so its files are one per chunk, numbered as made."""
+        return not self.rechunker.enabled and not self.skip
+
+    def inline_spec(self) -> Any:
+        """What a fused chain needs to write this data type's files (see ``storage.inline``)."""
+        from .inline import InlineWrite
+
+        return InlineWrite(self.key, self.metadata["compressor"], self.store.fsync)
+
+    async def ensure_open(self, pool: Any) -> str | None:
+        """Claim the temporary folder (once, whoever asks first); its path, or None when
+        nothing is to be written (the save was aborted before it started)."""
+        if self._opening is None:
+            self._opening = asyncio.ensure_future(pool.submit(self._open))
+        await asyncio.shield(self._opening)
+        return None if self.folder is None else self.folder.path
 
     @property
     def _metadata_path(self) -> str:
@@ -586,11 +608,14 @@ class FileSaver:
             self.outcome = "skipped"
             log.info("%s: complete data exists at %s, not saving again", self.name, self.final)
             return
-        await pool.submit(self._open)
+        await self.ensure_open(pool)
         while True:
             chunk = await reader.get()
             if chunk is None:
                 break
+            if isinstance(chunk, WrittenChunk):
+                await self._record_written(chunk, pool)
+                continue
             for out in self.rechunker.receive(chunk):
                 await self._save_chunk(out, pool)
         for out in self.rechunker.flush():
@@ -614,6 +639,25 @@ class FileSaver:
             path = os.path.join(self.folder.path, filename)
         future = pool.submit(self._write_chunk, path, chunk.data, info)
         self._in_flight.append((info, future))
+
+    async def _record_written(self, chunk: WrittenChunk, pool: Any) -> None:
+        """A chunk the chain that made it has written already: list it, as if written here."""
+        info = dict(chunk.info)
+        if info.get("chunk_i") != self._chunk_i:
+            raise StorageError(
+                f"chunk {info.get('chunk_i')} was written by its chain, but the saver expected "
+                f"chunk {self._chunk_i} (an engine bug: inline saving needs one chunk per step)",
+                data_type=self.data_type, run_id=self.key.run_id, chunk_i=self._chunk_i)
+        self._chunk_i += 1
+        self.metadata["chunks"].append(info)
+        while len(self._in_flight) >= self.store.max_writes_in_flight:
+            await self._wait_oldest()
+        future = pool.submit(self._listed, info, chunk.written)
+        self._in_flight.append((info, future))
+
+    def _listed(self, info: dict, written: tuple[int, int] | None) -> tuple[int, int] | None:
+        self._chunk_written(info, written)
+        return written
 
     async def _wait_oldest(self) -> None:
         info, future = self._in_flight[0]

@@ -104,3 +104,91 @@ def test_data_types_others_need_are_not_fused():
     assert names(["scaled", "halved"]) == ["Halved", "ParallelBasics", "Pulses", "Scaled"]
     both = ctx.get_array("r", ["scaled", "halved"])
     np.testing.assert_allclose(both["twice"], 4 * both["half"])
+
+
+# ---------------------------------------------------------------------- saving inside a chain
+class SavedBasics(ParallelBasics):
+    """Saved, not rechunked on save: the chain that makes it may write it itself."""
+
+    rechunk_on_save = False
+
+
+class ProcessSavedBasics(SavedBasics):
+    parallel = "process"
+
+
+class RechunkedBasics(ParallelBasics):
+    rechunk_on_save = True
+
+
+def save_run(tmp_path, folder, plugins, **kwargs):
+    store = ax.FileStore(tmp_path / folder)
+    ctx = ax.Context(storage=store, register=[Pulses, *plugins], config=BOUNDS, **kwargs)
+    try:
+        scaled = ctx.get_array("r", "scaled")
+        return ctx, scaled, ctx.last_summary
+    finally:
+        ctx.close()
+
+
+def stored_basics(tmp_path, folder, plugins):
+    """What a fresh reader finds on disk (read-only: it must not make anything)."""
+    reader = ax.Context(storage=ax.FileStore(tmp_path / folder, readonly=True),
+                        register=[Pulses, *plugins], config=BOUNDS)
+    assert reader.is_stored("r", "pulse_basics")
+    return reader.get_array("r", "pulse_basics"), reader.get_metadata("r", "pulse_basics")
+
+
+@pytest.mark.parametrize("basics, scaled", [(SavedBasics, Scaled),
+                                            (ProcessSavedBasics, ProcessScaled)])
+def test_a_saved_intermediate_is_written_by_the_chain_that_makes_it(tmp_path, basics, scaled):
+    _, ref_scaled, _ = save_run(tmp_path, "one", [SavedBasics, Scaled])
+    _, fused_scaled, summary = save_run(tmp_path, "two", [basics, scaled], max_workers=2)
+    np.testing.assert_array_equal(fused_scaled, ref_scaled)
+    (chain,) = [c for c in summary.components if "+" in c.name]
+    assert chain.name == f"{basics.__name__}+{scaled.__name__}"
+    # only the chain's last output left it: pulse_basics went to disk from the worker
+    assert chain.bytes_out == fused_scaled.nbytes
+    ref, ref_md = stored_basics(tmp_path, "one", [SavedBasics, Scaled])
+    got, md = stored_basics(tmp_path, "two", [basics, scaled])
+    np.testing.assert_array_equal(got, ref)
+    assert md["compressor"] == ref_md["compressor"]
+    fields = ("chunk_i", "n", "start", "end", "first_time", "last_endtime", "nbytes")
+    assert [{f: c.get(f) for f in fields} for c in md["chunks"]] == \
+        [{f: c.get(f) for f in fields} for c in ref_md["chunks"]]
+    for c in md["chunks"]:  # one file per chunk with items, named by its index, checksummed
+        assert (c.get("filename", "").endswith(f"-{c['chunk_i']:06d}") and "crc32" in c) == \
+            bool(c["n"])
+    assert "exception" not in md and md["writing_ended"]
+
+
+def test_a_rechunking_saver_keeps_its_data_type_out_of_the_chain(tmp_path):
+    ctx = ax.Context(storage=ax.FileStore(tmp_path), register=[Pulses, RechunkedBasics, Scaled],
+                     config=BOUNDS, max_workers=2)
+    assert sorted(p.name for p in ctx.pipeline("r", "scaled").plugins) == [
+        "Pulses", "RechunkedBasics", "Scaled"]
+    inline = ax.Context(storage=ax.FileStore(tmp_path), register=[Pulses, SavedBasics, Scaled],
+                        config=BOUNDS, max_workers=2)
+    assert sorted(p.name for p in inline.pipeline("r", "scaled").plugins) == [
+        "Pulses", "SavedBasics+Scaled"]
+
+
+class FailingSavedScaled(FailingScaled):
+    parallel = "process"
+
+
+def test_a_failure_in_a_saving_chain_leaves_the_written_part_marked_incomplete(tmp_path):
+    with pytest.raises(ax.PluginError, match="FailingSavedScaled"):
+        save_run(tmp_path, "bad", [ProcessSavedBasics, FailingSavedScaled], max_workers=2)
+    store = ax.FileStore(tmp_path / "bad")
+    ctx = ax.Context(storage=store, register=[Pulses, ProcessSavedBasics, FailingSavedScaled],
+                     config=BOUNDS)
+    assert not ctx.is_stored("r", "pulse_basics")
+    from asyncstrax.storage import list_stored
+
+    (row,) = [r for r in list_stored(tmp_path / "bad") if r["data_type"] == "pulse_basics"]
+    assert row["temporary"] and not row["complete"]
+    assert "bad scale" in row["problem"]  # the partial data says why it is incomplete
+    from asyncstrax.runtime import shm
+
+    assert shm.list_segments() == []
