@@ -1,8 +1,9 @@
 """The reference TPC chain on asyncstrax's engine, fed saved raw_records; prints one JSON line.
 
     python benchmarks/asx_chain.py CHUNK_DIR [--warm] [--max-chunks N] [--workers N]
+                                   [--processes] [--save DIR]
 
-Child of ``benchmarks/compare_strax.py`` (run it, not this); the twin of
+Child of ``benchmarks/compare_strax.py`` and ``benchmarks/test_whole_process.py``; the twin of
 ``benchmarks/strax_chain.py``. A source plugin yields the raw_records chunks saved by
 compare_strax.py (``chunks.json`` + one .npy per chunk); the rest is ``asyncstrax.tpc``'s
 Records -> Peaks -> PeakBasics -> Events -> EventBasics.
@@ -64,6 +65,8 @@ def main() -> None:
     parser.add_argument("--warm", action="store_true", help="also time a second run")
     parser.add_argument("--max-chunks", type=int, default=None)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--processes", action="store_true",
+                        help="parallel plugins in worker processes (parallel='process')")
     parser.add_argument("--save", default=None, metavar="DIR",
                         help="save every level to a FileStore in DIR (default compressor)")
     args = parser.parse_args()
@@ -75,24 +78,33 @@ def main() -> None:
     t0 = time.perf_counter()
     from asyncstrax.tpc.plugins import EventBasics, Events, PeakBasics, Peaks, Records
 
+    if args.processes:
+        import sys
+
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from process_tpc_plugins import ProcessPeakBasics, ProcessPeaks, ProcessRecords
+
+        Records, Peaks, PeakBasics = ProcessRecords, ProcessPeaks, ProcessPeakBasics  # noqa: N806
     plugins = [build_source(args.chunk_dir, args.max_chunks), Records, Peaks, PeakBasics,
                Events, EventBasics]
     t_import_chain = time.perf_counter() - t0
 
     def run(run_id: str) -> tuple[float, int, float]:
         storage = [ax.FileStore(args.save)] if args.save else []
-        ctx = ax.Context(storage=storage, register=plugins, max_workers=args.workers)
         save = ALL_LEVELS if args.save else ()
         t = time.perf_counter()
         n, s2 = 0, 0.0
-        for chunk in ctx.get_iter(run_id, "event_basics", save=save):
-            n += len(chunk.data)
-            s2 += float(chunk.data["s2_area"].sum())
+        # the context's process pool (if any) starts with the run and is closed after it
+        with ax.Context(storage=storage, register=plugins, max_workers=args.workers) as ctx:
+            for chunk in ctx.get_iter(run_id, "event_basics", save=save):
+                n += len(chunk.data)
+                s2 += float(chunk.data["s2_area"].sum())
         return time.perf_counter() - t, n, s2
 
     first, n_events, s2_sum = run("000000")
     warm = run("000001")[0] if args.warm else None
     print(json.dumps(dict(
+        workers=args.workers, processes=args.processes,
         engine=f"asyncstrax {ax.__version__}", import_engine_s=t_import_engine,
         import_chain_s=t_import_chain, first_run_s=first, warm_s=warm,
         total_s=time.perf_counter() - T_START,

@@ -7,7 +7,11 @@ measured in one pytest run, and is reported as a ratio:
 - cold/warm: a fresh process runs the reference chain on 200 MB of raw_records; its first run
   vs a second run in the same process (goal: cold <= 1.25x warm, import excluded);
 - saving: making and saving every level vs processing alone (goal <= 1.15x);
-- memory: peak RSS at 1x and 10x the run length (goal: 10x run <= 1.2x the 1x peak).
+- memory: peak RSS at 1x and 10x the run length (goal: 10x run <= 1.2x the 1x peak);
+- workers: a fresh process runs the chain (raw_records read from .npy files, as
+  ``benchmarks/asx_chain.py`` does) from start to exit with 1 and with 2 workers, threads and
+  processes (issue 8's whole-process speed-up; workers start and load their kernels inside
+  the timed process). Best of 3 fresh processes each, alternating.
 
     .venv/bin/python -m pytest benchmarks/test_whole_process.py --benchmark-enable -s
 
@@ -107,3 +111,40 @@ def test_memory_bounded_by_chunks_not_run(benchmark, raw_mb, request):
           f"{10 * raw_mb:.0f} MB run {long['peak_rss_mib']:.0f} MiB: {ratio:.2f}x "
           f"(goal <= 1.2); strax 2.2.3: 657 MiB on the 200 MB job "
           f"[{time.perf_counter() - t0:.0f} s]")
+
+
+def chain_child(*args: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, os.path.join(HERE, "asx_chain.py"), *args],
+                         capture_output=True, text=True, check=True, env=env).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    result["process_s"] = time.perf_counter() - start  # interpreter start to exit
+    return result
+
+
+def test_whole_process_worker_scaling(benchmark, raw_mb, request, tmp_path):
+    sys.path.insert(0, HERE)
+    from compare_strax import simulate_to
+
+    simulate_to(str(tmp_path), raw_mb, raw_mb / 10)
+    chain_child(str(tmp_path), "--max-chunks", "1")  # numba's on-disk cache exists
+    rounds = 3 if benchmarks_enabled(request.config) else 1
+    variants = {"1 worker": (), "2 threads": ("--workers", "2"),
+                "2 processes": ("--workers", "2", "--processes")}
+
+    def measure() -> dict:
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(rounds):
+            for name, extra in variants.items():
+                times[name].append(chain_child(str(tmp_path), *extra)["process_s"])
+        return {name: min(t) for name, t in times.items()}
+
+    best = benchmark.pedantic(measure, rounds=1)
+    one = best["1 worker"]
+    figures = {f"{name} s": round(t, 2) for name, t in best.items()}
+    figures.update({f"{name} speed-up": round(one / best[name], 2)
+                    for name in ("2 threads", "2 processes")})
+    benchmark.extra_info.update(figures)
+    print(f"\nfresh process, {raw_mb:.0f} MB, start to exit: " + "; ".join(
+        f"{k} {v}" for k, v in figures.items()) + " (issue 8 goal: >= 1.6x)")
