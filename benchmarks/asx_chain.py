@@ -20,6 +20,62 @@ import time
 T_START = time.perf_counter()
 
 
+class MemorySampler:
+    """Peak of the summed PSS of this process and its children (a process pool's workers),
+    sampled every 20 ms from /proc (Linux): shared pages, such as shared-memory segments
+    mapped by several processes, count once in total."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak_mib = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _pss_kib(pid: int) -> int:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    @staticmethod
+    def _children(pid: int) -> list[int]:
+        out = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(name))
+        return out
+
+    def sample(self) -> None:
+        me = os.getpid()
+        total = self._pss_kib(me) + sum(self._pss_kib(c) for c in self._children(me))
+        self.peak_mib = max(self.peak_mib, total / 1024)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.sample()
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def build_source(chunk_dir: str, max_chunks: int | None):
     import numpy as np
 
@@ -67,6 +123,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--processes", action="store_true",
                         help="parallel plugins in worker processes (parallel='process')")
+    parser.add_argument("--memory", action="store_true",
+                        help="sample the summed PSS of this process and its workers")
     parser.add_argument("--save", default=None, metavar="DIR",
                         help="save every level to a FileStore in DIR (default compressor)")
     args = parser.parse_args()
@@ -101,10 +159,18 @@ def main() -> None:
                 s2 += float(chunk.data["s2_area"].sum())
         return time.perf_counter() - t, n, s2
 
-    first, n_events, s2_sum = run("000000")
-    warm = run("000001")[0] if args.warm else None
+    sampler = MemorySampler()
+    if args.memory:
+        sampler.__enter__()
+    try:
+        first, n_events, s2_sum = run("000000")
+        warm = run("000001")[0] if args.warm else None
+    finally:
+        if args.memory:
+            sampler.__exit__()
     print(json.dumps(dict(
         workers=args.workers, processes=args.processes,
+        peak_pss_with_workers_mib=sampler.peak_mib if args.memory else None,
         engine=f"asyncstrax {ax.__version__}", import_engine_s=t_import_engine,
         import_chain_s=t_import_chain, first_run_s=first, warm_s=warm,
         total_s=time.perf_counter() - T_START,
