@@ -27,7 +27,9 @@ from ..errors import AsyncstraxError, ChunkContinuityError
 
 __all__ = ["Channel", "ChannelReader", "ChannelStatistics", "StallMonitor", "DeadlockError"]
 
-DEFAULT_CAPACITY_BYTES = 64 * 1024**2
+#: one big chunk is always let in whatever the bound; 16 MiB keeps small chunks flowing (the
+#: TPC chain ran as fast with it as with 64 MiB, in 40-90 MiB less memory with 20 MB chunks)
+DEFAULT_CAPACITY_BYTES = 16 * 1024**2
 
 
 class DeadlockError(AsyncstraxError):
