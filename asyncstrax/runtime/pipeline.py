@@ -323,10 +323,14 @@ class Pipeline:
                     nbytes += more.nbytes
                 stats.bytes_in += nbytes
                 submit(batch)
+                # The lane holds the batch now; names left pointing at it would keep its
+                # input arrays alive until the next step arrives (memory, not correctness).
+                work = more = batch = None  # type: ignore[assignment]
             if lane.empty:
                 return
-            for outputs in await lane.next_result():
-                await self._emit(outs, outputs, stats)
+            results = await lane.next_result()
+            while results:
+                await self._emit(outs, results.pop(0), stats)
 
     async def _run_native_source(
         self, plugin: Plugin, outs: list[Channel], stats: PluginStats
@@ -343,6 +347,7 @@ class Pipeline:
                 except AsyncstraxError as error:
                     raise error.add_context(plugin=plugin.name, chunk_i=chunk_i)
                 await self._emit(outs, outputs, stats)
+                del item, outputs  # not kept while the next one is made
                 chunk_i += 1
         except (AsyncstraxError, asyncio.CancelledError):
             raise
@@ -361,17 +366,19 @@ class Pipeline:
         while True:
             lane.submit(_source_batch, plugin, chunk_i)
             outputs_list, finished = await lane.next_result()
-            for outputs in outputs_list:
-                await self._emit(outs, outputs, stats)
-            chunk_i += len(outputs_list)
+            made = len(outputs_list)
+            while outputs_list:  # emitted chunks are not kept here while the next is made
+                await self._emit(outs, outputs_list.pop(0), stats)
+            chunk_i += made
             if finished:
                 return
-            if not outputs_list:
+            if not made:
                 await asyncio.sleep(plugin.source_poll_interval)
 
     async def _run_loader(self, loader: Producer, outs: list[Channel], stats: PluginStats) -> None:
         async for outputs in loader.chunks():
             await self._emit(outs, outputs, stats)
+            del outputs  # not kept while the next chunk is read
 
     async def _run_saver(self, saver: Consumer, reader: ChannelReader) -> None:
         try:

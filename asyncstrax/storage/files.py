@@ -616,8 +616,10 @@ class FileSaver:
             if isinstance(chunk, WrittenChunk):
                 await self._record_written(chunk, pool)
                 continue
-            for out in self.rechunker.receive(chunk):
-                await self._save_chunk(out, pool)
+            pieces = self.rechunker.receive(chunk)
+            chunk = None  # the writes hold what they need; not kept while waiting for more
+            while pieces:
+                await self._save_chunk(pieces.pop(0), pool)
         for out in self.rechunker.flush():
             await self._save_chunk(out, pool)
         while self._in_flight:
