@@ -28,7 +28,7 @@ from .lineage import DataKey
 from .plugins.base import Plugin, SaveWhen
 from .query import apply_request_selection
 from .runtime.channel import DEFAULT_CAPACITY_BYTES
-from .runtime.fusion import fuse_parallel_chains
+from .runtime.fusion import FusedChain, fuse_parallel_chains
 from .runtime.pipeline import Pipeline, PipelineSummary
 from .runtime.process_pool import ProcessPool
 from .selection import check_time_selection, chunk_overlaps, select_time_range
@@ -288,10 +288,11 @@ class Context(StraxContextMethods):
             visible = set(targets) | {s.data_type for s in savers if s.data_type not in inline}
             ordered = fuse_parallel_chains(ordered, visible)
             for plugin in ordered:
-                for stage in getattr(plugin, "stages", ())[:-1]:
-                    if stage.provides[0] in inline:
-                        plugin.save_inline(stage.provides[0],  # type: ignore[attr-defined]
-                                           inline[stage.provides[0]].inline_spec())
+                if isinstance(plugin, FusedChain):
+                    for stage in plugin.stages[:-1]:
+                        if stage.provides[0] in inline:
+                            plugin.save_inline(stage.provides[0],
+                                               inline[stage.provides[0]].inline_spec())
         return Pipeline(
             ordered,
             targets,

@@ -59,7 +59,7 @@ from ..errors import (
 )
 from ..lineage import DataKey
 from . import codecs, tempdirs
-from .inline import WrittenChunk
+from .inline import InlineWrite, WrittenChunk
 from .metadata import (
     check_run_id,
     chunk_filename,
@@ -582,10 +582,8 @@ class FileSaver:
         only without rechunking, so its files are one per chunk, numbered as made."""
         return not self.rechunker.enabled and not self.skip
 
-    def inline_spec(self) -> Any:
+    def inline_spec(self) -> InlineWrite:
         """What a fused chain needs to write this data type's files (see ``storage.inline``)."""
-        from .inline import InlineWrite
-
         return InlineWrite(self.key, self.metadata["compressor"], self.store.fsync)
 
     async def ensure_open(self, pool: Any) -> str | None:
