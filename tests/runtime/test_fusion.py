@@ -192,3 +192,33 @@ def test_a_failure_in_a_saving_chain_leaves_the_written_part_marked_incomplete(t
     from asyncstrax.runtime import shm
 
     assert shm.list_segments() == []
+
+
+class KillerSavedScaled(ProcessScaled):
+    """Kills its own worker process (SIGKILL) on chunk 2; never the test process."""
+
+    def compute(self, pulses, chunk_i):
+        import multiprocessing as mp
+        import os
+        import signal
+
+        if chunk_i == 2 and mp.parent_process() is not None:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().compute(pulses)
+
+
+def test_a_worker_killed_while_its_chain_saves_leaves_nothing_behind(tmp_path):
+    import multiprocessing as mp
+
+    from asyncstrax.runtime import shm
+    from asyncstrax.storage import list_stored
+
+    before = {p.pid for p in mp.active_children()}
+    from asyncstrax.runtime.process_pool import WorkerDied
+
+    with pytest.raises(WorkerDied, match="ProcessSavedBasics"):
+        save_run(tmp_path, "killed", [ProcessSavedBasics, KillerSavedScaled], max_workers=2)
+    (row,) = [r for r in list_stored(tmp_path / "killed") if r["data_type"] == "pulse_basics"]
+    assert row["temporary"] and not row["complete"]  # what the chain wrote stays incomplete
+    assert shm.list_segments() == []
+    assert {p.pid for p in mp.active_children()} - before == set()
