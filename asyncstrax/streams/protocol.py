@@ -96,6 +96,8 @@ KIND_NAMES = {
 
 #: reads shorter than this refill the staging buffer; longer ones go straight to their target
 _STAGING_BYTES = 256 * 1024
+#: a payload read straight from the kernel gives the event loop a turn this often
+_YIELD_BYTES = 16 * 1024**2
 #: payloads up to this size are joined to their prefix and header in one send
 _INLINE_PAYLOAD = 64 * 1024
 
@@ -272,13 +274,29 @@ class FrameReader:
         pos = min(need, self._hi - self._lo)
         if pos:
             target[:pos] = self._take(pos)
+        yielded = pos
         while pos < need:
             left = need - pos
             if left < _STAGING_BYTES // 2:
                 await self._fill(left, what)
                 target[pos:] = self._take(left)
                 return
-            n = await self._recv_into(target[pos:])
+            # Take what the kernel already holds without a trip through the event loop: a
+            # large payload arrives in many socket-buffer-sized pieces, and waking the loop
+            # for each one cost more than the copy itself (TCP stream 0.62x -> 0.74x a bare
+            # socket). The loop still gets a turn every _YIELD_BYTES.
+            if pos - yielded >= _YIELD_BYTES:
+                yielded = pos
+                await asyncio.sleep(0)
+            try:
+                n = self.sock.recv_into(target[pos:])
+            except BlockingIOError:
+                n = await self._recv_into(target[pos:])
+                yielded = pos
+            except (ConnectionError, OSError) as error:
+                raise StreamClosed(f"connection to {self.peer} broke: {error}") from None
+            else:
+                self.bytes_received += n
             if n == 0:
                 self._eof(what, pos, need)
             pos += n
