@@ -29,6 +29,7 @@ from .plugins.base import Plugin, SaveWhen
 from .query import apply_request_selection
 from .runtime.channel import DEFAULT_CAPACITY_BYTES
 from .runtime.fusion import FusedChain, fuse_parallel_chains
+from .runtime.malloc import limit_malloc_arenas
 from .runtime.pipeline import Pipeline, PipelineSummary
 from .runtime.process_pool import ProcessPool
 from .selection import check_time_selection, chunk_overlaps, select_time_range
@@ -101,6 +102,7 @@ class Context(StraxContextMethods):
         config: Mapping[str, Any] | None = None,
         **context_config: Any,
     ) -> None:
+        limit_malloc_arenas()  # once per process, before the engine starts its threads
         self._registry = PluginRegistry()
         self.config: dict[str, Any] = {}
         self.context_config: dict[str, Any] = {**DEFAULT_CONTEXT_CONFIG, **context_config}

@@ -106,6 +106,10 @@ def _worker_init(preload: tuple[str, ...], barrier: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import importlib
 
+    from .malloc import limit_malloc_arenas
+
+    limit_malloc_arenas()  # the worker's threads (blosc, inline saving) share one arena
+
     for name in preload:
         importlib.import_module(name)
 
