@@ -364,66 +364,19 @@ class Simulator:
     def _digitize(self, start, end, events, rng):
         dt = self.dt
         n_samples = (end - start) // dt
-        n_ev = len(events)
-        truth = np.zeros(n_ev, dtype=TRUTH_DTYPE)
-        samples, chans, amps = [], [], []
-        if n_ev:
-            ev = np.array([e[:6] for e in events], dtype=np.float64)
-            t = ev[:, 0].astype(np.int64)
-            n1 = ev[:, 1].astype(np.int64)
-            n2 = ev[:, 2].astype(np.int64)
-            drift = ev[:, 3].astype(np.int64)
-            sigma = ev[:, 4]
-            center = ev[:, 5]
-            # S1
-            idx1 = np.repeat(np.arange(n_ev), n1)
-            t1 = t[idx1] + rng.exponential(self.s1_tau_ns, len(idx1)).clip(0, 10 * self.s1_tau_ns)
-            c1 = rng.integers(0, self.n_channels, len(idx1))
-            g1 = np.maximum(rng.normal(1.0, self.area_spread, len(idx1)), 0.1)
-            # S2
-            idx2 = np.repeat(np.arange(n_ev), n2)
-            s2c = t + drift
-            t2 = s2c[idx2] + rng.normal(0, 1, len(idx2)).clip(-5, 5) * sigma[idx2]
-            top = rng.random(len(idx2)) < self.s2_top_fraction
-            n_top = self.n_top_channels
-            c_top = np.rint(center[idx2] + rng.normal(0, max(n_top / 10, 1), len(idx2))) % n_top
-            c_bot = rng.integers(n_top, self.n_channels, len(idx2))
-            c2 = np.where(top, c_top, c_bot).astype(np.int64)
-            g2 = np.maximum(rng.normal(1.0, self.area_spread, len(idx2)), 0.1)
-            samples += [
-                (t1.astype(np.int64) - start) // dt,
-                (t2.astype(np.int64) - start) // dt,
-            ]
-            chans += [c1, c2]
-            amps += [g1, g2]
-            truth["event_number"] = np.arange(self._event_number, self._event_number + n_ev)
-            truth["time"] = t
-            truth["endtime"] = s2c + (5 * sigma).astype(np.int64) + len(SPE_SHAPE) * dt
-            truth["s1_time"] = t
-            truth["s1_area"] = np.bincount(idx1, weights=g1, minlength=n_ev)
-            truth["s1_n_photons"] = n1
-            truth["s2_time"] = s2c
-            truth["s2_sigma"] = sigma
-            truth["s2_area"] = np.bincount(idx2, weights=g2, minlength=n_ev)
-            truth["s2_n_photons"] = n2
-            truth["drift_time"] = drift
-            truth["n_photons"] = n1 + n2
-            self._event_number += n_ev
-        # Dark counts, dropping those whose pulse would cross a chunk edge
-        n_dark = rng.poisson(self.dark_rate_hz * self.n_channels * (end - start) / 1e9)
-        sd = rng.integers(0, max(n_samples, 1), n_dark)
-        cd = rng.integers(0, self.n_channels, n_dark)
-        gd = np.maximum(rng.normal(1.0, self.area_spread, n_dark), 0.1)
-        ok = (sd - self.pre_samples >= 0) & (sd + self._extent <= n_samples)
-        samples.append(sd[ok])
-        chans.append(cd[ok])
-        amps.append(gd[ok])
-
-        sample = np.concatenate(samples).astype(np.int64)
-        ch = np.concatenate(chans).astype(np.int64)
-        amp = np.concatenate(amps)
+        truth = np.zeros(len(events), dtype=TRUTH_DTYPE)
+        # (sample, channel, gain) of every photon; each step's temporaries are freed when it
+        # returns, so a chunk's photon tables are not all alive at once.
+        pieces = self._event_photons(start, events, rng, truth) if events else []
+        pieces.append(self._dark_photons(n_samples, end - start, rng))
+        sample = np.concatenate([p[0] for p in pieces])
+        ch = np.concatenate([p[1] for p in pieces])
+        amp = np.concatenate([p[2] for p in pieces])
+        del pieces
         order = np.argsort(ch * (1 << 40) + sample, kind="stable")
-        sample, ch, amp = sample[order], ch[order], amp[order] * self.gains[ch[order]]
+        sample, ch, amp = sample[order], ch[order], amp[order]
+        del order
+        amp *= self.gains[ch]
         p_ch, p_start, p_len, p_ph0, p_ph1 = _build_pulses(
             ch, sample, self.pre_samples, self._extent
         )
@@ -438,6 +391,63 @@ class Simulator:
             noise_off, start, dt, self.baseline_adc,
         )
         return raw, truth
+
+    def _event_photons(self, start, events, rng, truth):
+        """S1 and S2 photons of ``events`` as (sample, channel, gain); fills ``truth``."""
+        dt = self.dt
+        n_ev = len(events)
+        ev = np.array([e[:6] for e in events], dtype=np.float64)
+        t = ev[:, 0].astype(np.int64)
+        n1 = ev[:, 1].astype(np.int64)
+        n2 = ev[:, 2].astype(np.int64)
+        drift = ev[:, 3].astype(np.int64)
+        sigma = ev[:, 4]
+        center = ev[:, 5]
+        # S1
+        idx1 = np.repeat(np.arange(n_ev), n1)
+        t1 = t[idx1] + rng.exponential(self.s1_tau_ns, len(idx1)).clip(0, 10 * self.s1_tau_ns)
+        c1 = rng.integers(0, self.n_channels, len(idx1))
+        g1 = np.maximum(rng.normal(1.0, self.area_spread, len(idx1)), 0.1)
+        s1 = ((t1.astype(np.int64) - start) // dt, c1.astype(np.int64, copy=False), g1)
+        del t1
+        truth["s1_area"] = np.bincount(idx1, weights=g1, minlength=n_ev)
+        del idx1
+        # S2
+        idx2 = np.repeat(np.arange(n_ev), n2)
+        s2c = t + drift
+        t2 = s2c[idx2] + rng.normal(0, 1, len(idx2)).clip(-5, 5) * sigma[idx2]
+        sample2 = (t2.astype(np.int64) - start) // dt
+        del t2
+        top = rng.random(len(idx2)) < self.s2_top_fraction
+        n_top = self.n_top_channels
+        c_top = np.rint(center[idx2] + rng.normal(0, max(n_top / 10, 1), len(idx2))) % n_top
+        c_bot = rng.integers(n_top, self.n_channels, len(idx2))
+        c2 = np.where(top, c_top, c_bot).astype(np.int64, copy=False)
+        del top, c_top, c_bot
+        g2 = np.maximum(rng.normal(1.0, self.area_spread, len(idx2)), 0.1)
+        truth["s2_area"] = np.bincount(idx2, weights=g2, minlength=n_ev)
+        del idx2
+        truth["event_number"] = np.arange(self._event_number, self._event_number + n_ev)
+        truth["time"] = t
+        truth["endtime"] = s2c + (5 * sigma).astype(np.int64) + len(SPE_SHAPE) * dt
+        truth["s1_time"] = t
+        truth["s1_n_photons"] = n1
+        truth["s2_time"] = s2c
+        truth["s2_sigma"] = sigma
+        truth["s2_n_photons"] = n2
+        truth["drift_time"] = drift
+        truth["n_photons"] = n1 + n2
+        self._event_number += n_ev
+        return [s1, (sample2, c2, g2)]
+
+    def _dark_photons(self, n_samples, duration_ns, rng):
+        """Dark counts as (sample, channel, gain), dropping pulses that would cross an edge."""
+        n_dark = rng.poisson(self.dark_rate_hz * self.n_channels * duration_ns / 1e9)
+        sd = rng.integers(0, max(n_samples, 1), n_dark)
+        cd = rng.integers(0, self.n_channels, n_dark)
+        gd = np.maximum(rng.normal(1.0, self.area_spread, n_dark), 0.1)
+        ok = (sd - self.pre_samples >= 0) & (sd + self._extent <= n_samples)
+        return sd[ok].astype(np.int64, copy=False), cd[ok].astype(np.int64, copy=False), gd[ok]
 
     def iter_chunks(self, duration_ns=None, n_chunks=None, raw_mb=None, with_truth=False):
         """Yield (start, end, raw_records) [+ truth] chunks until any given limit is reached.
