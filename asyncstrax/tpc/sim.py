@@ -473,7 +473,14 @@ class Simulator:
 
 
 @functools.lru_cache(maxsize=32)
-def _mb_per_event(
+def _mb_per_event(*detector):
+    """The pilot run's MB per event, from disk when an earlier process ran it."""
+    from .pilot_cache import cached_pilot
+
+    return cached_pilot(("mb_per_event", *detector), lambda: _pilot_mb_per_event(*detector))
+
+
+def _pilot_mb_per_event(
     n_channels, dt, spr, s1_photons, s2_photons, drift_time_ns, s2_sigma_ns, s1_tau_ns,
     s2_top_fraction, pre_samples, post_samples,
 ):
