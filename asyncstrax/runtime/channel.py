@@ -98,23 +98,26 @@ class _Waiter:
 
     __slots__ = ("future", "monitor")
 
-    def __init__(self, monitor: StallMonitor) -> None:
+    def __init__(self, monitor: StallMonitor | None) -> None:
         self.future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self.monitor = monitor
+        self.monitor = monitor  # None: a wait that does not block its task (see get)
 
     async def wait(self) -> None:
-        self.monitor.blocked()
+        if self.monitor is not None:
+            self.monitor.blocked()
         try:
             await self.future
         finally:
             if not self.future.done():  # cancelled while waiting
                 self.future.cancel()
-                self.monitor.unblocked()
+                if self.monitor is not None:
+                    self.monitor.unblocked()
 
     def wake(self) -> None:
         if not self.future.done():
             self.future.set_result(None)
-            self.monitor.unblocked()
+            if self.monitor is not None:
+                self.monitor.unblocked()
 
 
 class Channel:
@@ -266,13 +269,18 @@ class ChannelReader:
         ch = self._channel
         return ch._closed and self._cursor >= ch._written
 
-    async def get(self) -> Chunk | None:
-        """The next chunk, waiting for it; None once the writer closed and all is read."""
+    async def get(self, counted: bool = True) -> Chunk | None:
+        """The next chunk, waiting for it; None once the writer closed and all is read.
+
+        ``counted=False``: the reading task has other work in flight (a parallel plugin
+        waiting for input while its earlier steps compute), so this wait does not count as
+        blocked for the stall monitor. Cancelling a wait takes no chunk.
+        """
         ch = self._channel
         while self._cursor >= ch._written:
             if ch._closed:
                 return None
-            waiter = self._waiter = _Waiter(ch.monitor)
+            waiter = self._waiter = _Waiter(ch.monitor if counted else None)
             try:
                 await waiter.wait()
             finally:

@@ -89,6 +89,11 @@ class ComputeLane:
     def empty(self) -> bool:
         return not self._in_flight
 
+    @property
+    def oldest(self) -> asyncio.Future:
+        """The job whose result comes next (to wait for it beside other things)."""
+        return self._in_flight[0]
+
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         self._in_flight.append(self.pool.submit(_timed, fn, args))
 

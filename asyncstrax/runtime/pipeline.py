@@ -305,32 +305,79 @@ class Pipeline:
         if not (parallel and plugin.parallel == "process"):  # workers do their own
             await self._pool.submit(_ready, plugin)  # type: ignore[union-attr]
         exhausted = False
-        while True:
-            while not exhausted and not lane.full:
-                work = await sync.next_work() if lane.empty else sync.next_work_nowait()
-                if not isinstance(work, Work):
-                    exhausted = work is None
+        # While a parallel plugin's earlier steps compute, it also waits for its next input:
+        # waiting only for the oldest result would leave the lane one step deep whenever the
+        # input arrives after the result is awaited (always, when a chunk fills the upstream
+        # channel). This wait is speculative: it does not count as blocked for the stall
+        # monitor, and it is cancelled (no chunk taken) when the plugin has nothing else left.
+        waiting: asyncio.Task | None = None
+        try:
+            while True:
+                waiting, exhausted = await self._submit_steps(
+                    sync, stats, lane, parallel, submit, waiting, exhausted)
+                if lane.empty:
+                    return
+                if parallel and not exhausted and not lane.full:
+                    if waiting is None:
+                        waiting = asyncio.ensure_future(sync.next_work(counted=False))
+                    await asyncio.wait((waiting, lane.oldest),
+                                       return_when=asyncio.FIRST_COMPLETED)
+                    if waiting.done():
+                        continue
+                results = await lane.next_result()
+                while results:
+                    await self._emit(outs, results.pop(0), stats)
+        finally:
+            if waiting is not None:
+                if not waiting.done():
+                    waiting.cancel()
+                    await asyncio.wait((waiting,))
+                if not waiting.cancelled():
+                    waiting.exception()  # reported by whoever failed first, not as unretrieved
+
+    @staticmethod
+    async def _submit_steps(
+        sync: InputSync, stats: PluginStats, lane: ComputeLane | ProcessLane, parallel: bool,
+        submit: Any, waiting: asyncio.Task | None, exhausted: bool,
+    ) -> tuple[asyncio.Task | None, bool]:
+        """Submit every step the lane has room for and the input allows."""
+        while not exhausted and not lane.full:
+            if waiting is not None and not waiting.done() and lane.empty:
+                # Nothing computes any more: wait as a blocked task (the stall monitor must
+                # see it), keeping what the speculative wait got, if anything.
+                waiting.cancel()
+                await asyncio.wait((waiting,))
+            if waiting is not None:
+                if not waiting.done():
                     break
-                batch = [work]
-                nbytes = work.nbytes
-                while len(batch) < BATCH_MAX_STEPS and nbytes < BATCH_MAX_BYTES and not (
-                    parallel and nbytes > 0 and not lane.empty
-                ):
-                    more = sync.next_work_nowait()
-                    if not isinstance(more, Work):
-                        break
-                    batch.append(more)
-                    nbytes += more.nbytes
-                stats.bytes_in += nbytes
-                submit(batch)
-                # The lane holds the batch now; names left pointing at it would keep its
-                # input arrays alive until the next step arrives (memory, not correctness).
-                work = more = batch = None  # type: ignore[assignment]
-            if lane.empty:
-                return
-            results = await lane.next_result()
-            while results:
-                await self._emit(outs, results.pop(0), stats)
+                work = None if waiting.cancelled() else waiting.result()
+                cancelled = waiting.cancelled()
+                waiting = None
+                if cancelled:
+                    continue
+            elif lane.empty:
+                work = await sync.next_work()
+            else:
+                work = sync.next_work_nowait()
+            if not isinstance(work, Work):
+                exhausted = work is None
+                break
+            batch = [work]
+            nbytes = work.nbytes
+            while len(batch) < BATCH_MAX_STEPS and nbytes < BATCH_MAX_BYTES and not (
+                parallel and nbytes > 0 and not lane.empty
+            ):
+                more = sync.next_work_nowait()
+                if not isinstance(more, Work):
+                    break
+                batch.append(more)
+                nbytes += more.nbytes
+            stats.bytes_in += nbytes
+            submit(batch)
+            # The lane holds the batch now; names left pointing at it would keep its
+            # input arrays alive until the next step arrives (memory, not correctness).
+            work = more = batch = None  # type: ignore[assignment]
+        return waiting, exhausted
 
     async def _run_native_source(
         self, plugin: Plugin, outs: list[Channel], stats: PluginStats

@@ -724,6 +724,11 @@ class ProcessLane:
     def empty(self) -> bool:
         return not self._in_flight
 
+    @property
+    def oldest(self) -> asyncio.Future:
+        """The job whose result comes next (to wait for it beside other things)."""
+        return self._in_flight[0]
+
     def submit_batch(self, plugin_key: str, batch: list[Work]) -> None:
         task = asyncio.get_running_loop().create_task(
             self.pool.run_batch_stats(plugin_key, batch), name=f"asx-process-{plugin_key}")

@@ -70,8 +70,8 @@ class InputSync:
             self.cursor = chunk.start
         self.pending[data_type].append(chunk)
 
-    async def fetch(self, data_type: str) -> None:
-        self._accept(data_type, await self.readers[data_type].get())
+    async def fetch(self, data_type: str, counted: bool = True) -> None:
+        self._accept(data_type, await self.readers[data_type].get(counted))
 
     def fetch_nowait(self, data_type: str) -> bool:
         reader = self.readers[data_type]
@@ -100,8 +100,11 @@ class InputSync:
             return None
         return self._take_heads(head.end)
 
-    async def next_work(self) -> Work | None:
-        """The next synchronized step, waiting for input as needed; None at the end."""
+    async def next_work(self, counted: bool = True) -> Work | None:
+        """The next synchronized step, waiting for input as needed; None at the end.
+
+        ``counted``: see ``ChannelReader.get``. Safe to cancel: fetched chunks stay buffered.
+        """
         work = self._single_input_step()
         if work is not None:
             return work
@@ -110,7 +113,7 @@ class InputSync:
             if not isinstance(step, _Need):
                 return step
             for dt in step.data_types:
-                await self.fetch(dt)
+                await self.fetch(dt, counted)
 
     def next_work_nowait(self) -> Work | None | _Need:
         """The next step if it can be made from what is buffered, else a ``_Need``."""
