@@ -156,3 +156,19 @@ async def test_uneven_diamond_never_deadlocks(capacity):
     result = await ctx.aget_array("r", "joined")
     assert len(result) == 30 * 200
     assert np.array_equal(result["v"], np.repeat(np.arange(30), 200).astype(float))
+
+
+class ParallelOneToThree(OneToThree):
+    parallel = True
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("capacity", [0, 1, 30_000])
+async def test_uneven_diamond_with_a_parallel_branch_never_deadlocks(capacity):
+    """The parallel branch waits for input speculatively while its steps compute; the stall
+    monitor must still see every real stall and let the graph through."""
+    ctx = ax.Context(register=[Source, ThreeToOne, ParallelOneToThree, Join],
+                     channel_capacity_bytes=capacity, max_workers=2)
+    result = await ctx.aget_array("r", "joined")
+    assert len(result) == 30 * 200
+    assert np.array_equal(result["v"], np.repeat(np.arange(30), 200).astype(float))
