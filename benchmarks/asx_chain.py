@@ -21,7 +21,7 @@ T_START = time.perf_counter()
 
 
 class MemorySampler:
-    """Peak of the summed PSS of this process and its children (a process pool's workers),
+    """Peak of the summed PSS of this process and its descendants (a process pool's workers),
     sampled every 20 ms from /proc (Linux): shared pages, such as shared-memory segments
     mapped by several processes, count once in total."""
 
@@ -44,8 +44,9 @@ class MemorySampler:
         return 0
 
     @staticmethod
-    def _children(pid: int) -> list[int]:
-        out = []
+    def _descendants(pid: int) -> list[int]:
+        """Children, their children, ...: workers forked by a forkserver are grandchildren."""
+        parents: dict[int, list[int]] = {}
         for name in os.listdir("/proc"):
             if not name.isdigit():
                 continue
@@ -54,13 +55,17 @@ class MemorySampler:
                     stat = f.read()
             except OSError:
                 continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(name))
+            parents.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(name))
+        out, todo = [], [pid]
+        while todo:
+            kids = parents.get(todo.pop(), [])
+            out += kids
+            todo += kids
         return out
 
     def sample(self) -> None:
         me = os.getpid()
-        total = self._pss_kib(me) + sum(self._pss_kib(c) for c in self._children(me))
+        total = self._pss_kib(me) + sum(self._pss_kib(c) for c in self._descendants(me))
         self.peak_mib = max(self.peak_mib, total / 1024)
 
     def _run(self) -> None:
