@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ComputeLane", "PluginStats", "ThreadPool"]
+__all__ = ["ComputeLane", "PluginStats", "ThreadPool", "Window"]
 
 
 @dataclass
@@ -72,11 +72,10 @@ class ThreadPool:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
-class ComputeLane:
-    """One plugin's ordered window of in-flight jobs on the shared pool."""
+class Window:
+    """A bounded, ordered window of jobs in flight (a thread lane's or a process lane's)."""
 
-    def __init__(self, pool: ThreadPool, max_in_flight: int, stats: PluginStats) -> None:
-        self.pool = pool
+    def __init__(self, max_in_flight: int, stats: PluginStats) -> None:
         self.max_in_flight = max(1, int(max_in_flight))
         self.stats = stats
         self._in_flight: deque[asyncio.Future] = deque()
@@ -93,6 +92,14 @@ class ComputeLane:
     def oldest(self) -> asyncio.Future:
         """The job whose result comes next (to wait for it beside other things)."""
         return self._in_flight[0]
+
+
+class ComputeLane(Window):
+    """One plugin's ordered window of in-flight jobs on the shared pool."""
+
+    def __init__(self, pool: ThreadPool, max_in_flight: int, stats: PluginStats) -> None:
+        super().__init__(max_in_flight, stats)
+        self.pool = pool
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         self._in_flight.append(self.pool.submit(_timed, fn, args))

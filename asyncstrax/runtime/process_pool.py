@@ -55,7 +55,7 @@ import threading
 import time
 import traceback
 import weakref
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
 from dataclasses import dataclass, field
@@ -68,7 +68,7 @@ from ..errors import AsyncstraxError, InvalidConfiguration, PluginError
 from ..plugins.base import Plugin, Work
 from ..storage.inline import WrittenChunk, written_from_meta
 from . import shm
-from .offload import PluginStats
+from .offload import PluginStats, Window
 
 __all__ = ["ProcessLane", "ProcessPool", "ProcessPoolClosed", "WorkerDied"]
 
@@ -350,7 +350,9 @@ class _State:
         self.max_free = max_free
         self.epoch = 0
         self.closed = False
-        self.retired: list[cf.ProcessPoolExecutor] = []
+        #: broken executors with their manager threads and worker processes, joined at
+        #: shutdown (an executor shut down without waiting forgets both)
+        self.retired: list[tuple[cf.ProcessPoolExecutor, list[Any]]] = []
         self.lock = threading.Lock()
 
     def take(self, size: int) -> tuple[str, Any]:
@@ -401,15 +403,17 @@ class _State:
     def shutdown(self, kill: bool = False) -> None:
         self.closed = True
         executor, self.executor = self.executor, None
-        for old in [*self.retired, executor]:
-            if old is None:
-                continue
+        stopping = list(self.retired)
+        if executor is not None:
+            stopping.append((executor, _worker_processes(executor)))
+        for old, processes in stopping:
             if kill:
-                _terminate_workers(old)
+                _terminate(processes)
             try:
                 old.shutdown(wait=True, cancel_futures=True)
             except Exception:  # pragma: no cover - at interpreter exit
                 pass
+            _join(processes)
         self.retired.clear()
         packer, self.packer = self.packer, None
         if packer is not None:
@@ -423,11 +427,29 @@ class _State:
             shm.unlink_segment(name)
 
 
-def _terminate_workers(executor: cf.ProcessPoolExecutor) -> None:
-    # concurrent.futures has no public way (before 3.14) to stop a running job.
-    for process in list((getattr(executor, "_processes", None) or {}).values()):
-        if process.is_alive():
+def _worker_processes(executor: cf.ProcessPoolExecutor) -> list[Any]:
+    """The executor's manager thread, then its worker processes: what must end before the
+    pool is gone. concurrent.futures has no public way (before 3.14) to reach them."""
+    thread = getattr(executor, "_executor_manager_thread", None)
+    return ([thread] if thread is not None else []) + list(
+        (getattr(executor, "_processes", None) or {}).values())
+
+
+def _terminate(processes: list[Any]) -> None:
+    for process in processes:
+        if isinstance(process, mp.process.BaseProcess) and process.is_alive():
             process.terminate()
+
+
+def _join(processes: list[Any], timeout: float = 10.0) -> None:
+    """Wait for the manager thread (a broken pool's terminates and reaps its workers; joining
+    them beside it races for their exit status), then for the workers."""
+    deadline = time.monotonic() + timeout
+    for item in processes:
+        item.join(max(0.0, deadline - time.monotonic()))
+        if isinstance(item, mp.process.BaseProcess) and item.is_alive():  # pragma: no cover
+            item.kill()  # a worker that ignored SIGTERM
+            item.join(1.0)
 
 
 def _describe(batch: Sequence[Work]) -> tuple[list[np.ndarray], list[tuple]]:
@@ -498,7 +520,7 @@ class ProcessPool:
         state = self._state
         if state.executor is executor:
             state.executor = None
-            state.retired.append(executor)
+            state.retired.append((executor, _worker_processes(executor)))
             executor.shutdown(wait=False, cancel_futures=True)
 
     async def warm_up(self, *keys: str) -> None:
@@ -704,30 +726,15 @@ def _chunk_unchecked(data_type: str, data_kind: str, run_id: str, start: int, en
     return chunk
 
 
-class ProcessLane:
+class ProcessLane(Window):
     """One plugin's ordered window of in-flight batches on a ``ProcessPool``."""
 
     def __init__(self, pool: ProcessPool, max_in_flight: int, stats: PluginStats) -> None:
+        super().__init__(max_in_flight, stats)
         self.pool = pool
-        self.max_in_flight = max(1, int(max_in_flight))
-        self.stats = stats
-        self._in_flight: deque[asyncio.Task] = deque()
         stats.extra.setdefault("process", True)
         stats.extra.setdefault("shm_bytes_in", 0)
         stats.extra.setdefault("shm_bytes_out", 0)
-
-    @property
-    def full(self) -> bool:
-        return len(self._in_flight) >= self.max_in_flight
-
-    @property
-    def empty(self) -> bool:
-        return not self._in_flight
-
-    @property
-    def oldest(self) -> asyncio.Future:
-        """The job whose result comes next (to wait for it beside other things)."""
-        return self._in_flight[0]
 
     def submit_batch(self, plugin_key: str, batch: list[Work]) -> None:
         task = asyncio.get_running_loop().create_task(
@@ -766,6 +773,6 @@ class ProcessLane:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _retrieve(task: asyncio.Task) -> None:
+def _retrieve(task: asyncio.Future) -> None:
     if not task.cancelled():
         task.exception()
