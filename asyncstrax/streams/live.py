@@ -130,7 +130,8 @@ async def serve_digitizer(args: argparse.Namespace, stop: asyncio.Event,
     else:
         sim_config = dict(raw_data_rate_mb_s=float(args.rate), chunk_mb=float(args.chunk_mb))
     sim = await asyncio.to_thread(make_simulator, dict(seed=args.seed,
-                                                       n_channels=args.n_channels, **sim_config))
+                                                       n_channels=args.n_channels, **sim_config),
+                                  keep_truth=False)  # it may serve for hours
     pub = Publisher("raw_records", host=args.host, port=args.port, transport=args.transport,
                     compress=args.compress, token=args.token, dtype=sim.dtype,
                     data_kind="raw_records", run_id=run_id,

@@ -118,18 +118,21 @@ def _chain_cfg(plugin: Plugin, names: tuple[str, ...]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- raw_records (+ truth)
-def make_simulator(config: dict[str, Any] | None = None):
+def make_simulator(config: dict[str, Any] | None = None, keep_truth: bool = True):
     """The ``tpc.sim.Simulator`` that ``RawRecords`` runs for this configuration.
 
     ``config`` holds RawRecords options (missing ones take their defaults). With
     ``raw_data_rate_mb_s`` set, the event rate is chosen for that raw data rate (and
     ``event_rate_hz`` ignored); with ``chunk_mb`` set, chunks hold about that many MB.
+    ``keep_truth=False``: the simulator does not keep every chunk's truth (``sim.truth``), for
+    callers that take it per chunk or not at all.
     """
     from .sim import Simulator
 
     cfg = {name: opt.get_default() for name, opt in RawRecords.takes_config.items()}
     cfg.update(config or {})
     kwargs = {name: cfg[name] for name in _SIM_OPTIONS}
+    kwargs["keep_truth"] = keep_truth
     kwargs["start_time_ns"] = int(cfg["run_start_ns"])
     if cfg["raw_data_rate_mb_s"]:
         return Simulator.for_data_rate(
@@ -150,7 +153,7 @@ def simulate(config: dict[str, Any] | None = None, with_truth: bool = True):
     """
     cfg = {name: opt.get_default() for name, opt in RawRecords.takes_config.items()}
     cfg.update(config or {})
-    sim = make_simulator(cfg)
+    sim = make_simulator(cfg, keep_truth=False)
     return list(
         sim.iter_chunks(
             duration_ns=cfg["run_duration_ns"] if not cfg["raw_mb"] else None,
@@ -203,7 +206,7 @@ class RawRecords(Plugin):
         return {"raw_records": np.dtype(raw_record_dtype()), "truth": TRUTH_DTYPE}
 
     def setup(self) -> None:
-        self.sim = make_simulator(self.config)
+        self.sim = make_simulator(self.config, keep_truth=False)  # truth goes out per chunk
         self._t_begin = self.sim._cursor
         self._n_bytes = 0
         self._n_chunks = 0

@@ -210,7 +210,8 @@ class Simulator:
     >>> for start, end, raw_records in sim.iter_chunks(n_chunks=3): ...
 
     See the module docstring for the physics. ``sim.truth`` holds the truth of every event
-    generated so far (TRUTH_DTYPE); ``iter_chunks(with_truth=True)`` yields it per chunk.
+    generated so far (TRUTH_DTYPE) unless ``keep_truth=False`` (for long runs that take it per
+    chunk); ``iter_chunks(with_truth=True)`` yields it per chunk.
     ``Simulator.for_data_rate(mb_per_s)`` picks the event rate for a target raw data rate.
     """
 
@@ -237,6 +238,7 @@ class Simulator:
         area_spread=0.25,
         detector_seed=0,
         mean_gain=DEFAULT_GAIN,
+        keep_truth=True,
     ):
         if n_channels < 2:
             raise ValueError("Need at least 2 channels")
@@ -277,6 +279,9 @@ class Simulator:
         self._chunk_i = 0
         self._event_number = 0
         self._next_event_t = self._cursor + self._lead_ns + self._draw_wait()
+        # ``sim.truth`` needs every chunk's truth kept; a source that hands each chunk's truth
+        # on (the RawRecords plugin, a digitizer serving for hours) would only leak it.
+        self.keep_truth = bool(keep_truth)
         self._truth = []
 
     # ------------------------------------------------------------------ construction helpers
@@ -319,6 +324,9 @@ class Simulator:
     @property
     def truth(self):
         """Truth (TRUTH_DTYPE) of all events generated so far."""
+        if not self.keep_truth:
+            raise RuntimeError("this Simulator was made with keep_truth=False: take each "
+                               "chunk's truth from next_chunk / iter_chunks(with_truth=True)")
         if not self._truth:
             return np.zeros(0, dtype=TRUTH_DTYPE)
         return np.concatenate(self._truth)
@@ -356,7 +364,8 @@ class Simulator:
         raw, truth = self._digitize(start, end, events, rng)
         self._cursor = end
         self._chunk_i += 1
-        self._truth.append(truth)
+        if self.keep_truth:
+            self._truth.append(truth)
         if with_truth:
             return start, end, raw, truth
         return start, end, raw

@@ -5,6 +5,7 @@ import asyncio
 import numpy as np
 import pytest
 
+import asyncstrax as ax
 from asyncstrax.dtypes import raw_record_dtype
 from asyncstrax.processing import record_links
 from asyncstrax.tpc.sim import TRUTH_DTYPE, Simulator, apaced, detector_to_pe, paced
@@ -140,3 +141,30 @@ def test_apaced_sync_and_async_sources():
 
     assert asyncio.run(collect(items)) == items
     assert asyncio.run(collect(agen())) == items
+
+
+def test_keep_truth_false_hands_truth_out_per_chunk_and_keeps_none():
+    kept = Simulator(seed=4, event_rate_hz=200)
+    handed = Simulator(seed=4, event_rate_hz=200, keep_truth=False)
+    a = list(kept.iter_chunks(n_chunks=3, with_truth=True))
+    b = list(handed.iter_chunks(n_chunks=3, with_truth=True))
+    for (s1, e1, r1, t1), (s2, e2, r2, t2) in zip(a, b):
+        assert (s1, e1) == (s2, e2)
+        np.testing.assert_array_equal(r1, r2)
+        np.testing.assert_array_equal(t1, t2)
+    np.testing.assert_array_equal(kept.truth, np.concatenate([t for *_, t in a]))
+    with pytest.raises(RuntimeError, match="keep_truth=False"):
+        _ = handed.truth
+
+
+def test_the_raw_records_source_does_not_accumulate_truth():
+    from asyncstrax.tpc import PLUGINS
+
+    ctx = ax.Context(register=PLUGINS, config={"run_duration_ns": 300_000_000})
+    truth = ctx.get_array("r", "truth")  # the run's truth still arrives, chunk by chunk
+    assert len(truth) > 0
+    source = ctx.get_plugins("r", "truth")["truth"]
+    source.setup()
+    source.compute(0)
+    with pytest.raises(RuntimeError, match="keep_truth=False"):
+        _ = source.sim.truth
