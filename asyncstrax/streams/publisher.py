@@ -342,7 +342,9 @@ class Publisher:
             self._pool = SegmentPool(keep_bytes=keep)
         self._descr: str | None = None
         self._subs: list[_Subscription] = []
-        self._all_subs: list[_Subscription] = []
+        #: statistics of subscriptions that ended (not the objects: a server that sees
+        #: monitoring clients come and go for days must not keep their buffers)
+        self._ended_subs: list[SubscriptionStatistics] = []
         self._handshakes: set[asyncio.Task] = set()
         self._lsock: socket.socket | None = None
         self._accept_task: asyncio.Task | None = None
@@ -486,7 +488,6 @@ class Publisher:
         self._next_id += 1
         reader.max_frame_bytes = P.MAX_HEADER_BYTES
         self._subs.append(sub)
-        self._all_subs.append(sub)
         self._subs_changed.set()  # type: ignore[union-attr]
         sub.sender = loop.create_task(sub.send_loop(), name=f"stream send {peer}")
         sub.listener = loop.create_task(sub.listen_loop(), name=f"stream listen {peer}")
@@ -494,6 +495,7 @@ class Publisher:
     def _forget(self, sub: _Subscription) -> None:
         if sub in self._subs:
             self._subs.remove(sub)
+            self._ended_subs.append(sub.statistics())
             if self._subs_changed is not None:
                 self._subs_changed.set()
 
@@ -701,12 +703,13 @@ class Publisher:
 
     # ------------------------------------------------------------------ inspection
     def statistics(self) -> PublisherStatistics:
-        subs = [s.statistics() for s in self._all_subs]
+        subs = sorted([*self._ended_subs, *(s.statistics() for s in self._subs)],
+                      key=lambda stats: stats.id)
         pool = self._pool
         return PublisherStatistics(
             data_type=self.data_type, address=self.address, transport=self.transport,
             published_chunks=self._published_chunks, published_bytes=self._published_bytes,
-            subscribers_connected=len(self._subs), subscribers_total=len(self._all_subs),
+            subscribers_connected=len(self._subs), subscribers_total=len(subs),
             refused=self._refused,
             max_buffered_bytes=max((s.max_buffered_bytes for s in subs), default=0),
             shm_segments_created=pool.created if pool else 0,

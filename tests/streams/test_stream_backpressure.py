@@ -129,3 +129,35 @@ async def test_a_subscriber_that_leaves_does_not_stop_the_others():
     assert len(got) == 30 and all(same_chunk(a, b) for a, b in zip(got, sent))
     assert stats.subscribers_total == 2 and stats.subscribers_connected == 0
     assert np.all([s.buffered_bytes == 0 for s in stats.subscriptions])
+
+
+@pytest.mark.asyncio
+async def test_subscribers_that_come_and_go_leave_only_their_statistics():
+    """A long-running server sees monitoring clients connect and leave for days: it keeps
+    their figures, not their connections and buffers."""
+    import gc
+    import weakref
+
+    async with Publisher("records", transport="tcp") as pub:
+        gone = []
+        for i in range(3):
+            sub = Subscriber(pub.address, "records")
+            reader = asyncio.create_task(slow_collect(sub, 0))
+            await guard(pub.wait_for_subscribers(1))
+            gone.append(weakref.ref(pub._subs[0]))
+            await guard(pub.publish(make_chunk(i)))
+            await asyncio.sleep(0.05)
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+            for _ in range(100):  # the publisher notices the closed connection
+                if pub.statistics().subscribers_connected == 0:
+                    break
+                await asyncio.sleep(0.01)
+        stats = pub.statistics()
+        await asyncio.sleep(0.05)  # the last one's tasks finish
+        gc.collect()
+        assert [ref() for ref in gone] == [None, None, None]
+    assert stats.subscribers_total == 3 and stats.subscribers_connected == 0
+    assert [s.id for s in stats.subscriptions] == sorted(s.id for s in stats.subscriptions)
+    assert [s.sent_chunks for s in stats.subscriptions] == [1, 1, 1]
+    assert not any(s.connected for s in stats.subscriptions)
