@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,8 @@ __all__ = ["Gap", "StreamInfo", "Subscriber", "SubscriberStatistics", "stream_in
 
 #: decompression of payloads larger than this runs on a worker thread
 _OFFLOAD_BYTES = 1 << 20
+#: ``Subscriber.gaps`` keeps this many of the most recent gaps
+MAX_GAPS_KEPT = 10_000
 #: checking the chunk rules of larger chunks runs on a worker thread. Below this the check
 #: (~0.05 ms per MB) costs less than the thread hop and its wake-up, and a receiver moving
 #: data at full speed is short of CPU, not of overlap (TCP stream vs bare socket, A/B medians:
@@ -129,7 +132,10 @@ class Subscriber:
         self.max_frame_bytes = int(max_frame_bytes)
         self.sharedmem = sharedmem
         self.info: StreamInfo | None = None
-        self.gaps: list[Gap] = []
+        #: the most recent gaps (a monitoring view may run for days; ``statistics()`` keeps
+        #: the totals of all of them)
+        self.gaps: deque[Gap] = deque(maxlen=MAX_GAPS_KEPT)
+        self._dropped = [0, 0, 0, 0]  # gaps, chunks, items, bytes
         self._sock: socket.socket | None = None
         self._reader: P.FrameReader | None = None
         self._outbox: asyncio.Queue | None = None
@@ -458,10 +464,13 @@ class Subscriber:
             self._first_start = start
         if gap is not None:
             try:
-                self.gaps.append(Gap(start, end, int(gap["chunks"]), int(gap["items"]),
-                                     int(gap["bytes"])))
+                missed = Gap(start, end, int(gap["chunks"]), int(gap["items"]),
+                             int(gap["bytes"]))
             except (KeyError, TypeError, ValueError):
                 raise StreamError(f"bad frame from {peer}: unreadable gap {gap!r}") from None
+            self.gaps.append(missed)
+            for k, value in enumerate((1, missed.chunks, missed.items, missed.bytes)):
+                self._dropped[k] += value
         else:
             self._chunks += 1
             self._items += n
@@ -508,10 +517,9 @@ class Subscriber:
     # ------------------------------------------------------------------ inspection
     def statistics(self) -> SubscriberStatistics:
         return SubscriberStatistics(
-            chunks=self._chunks, items=self._items, bytes=self._bytes, gaps=len(self.gaps),
-            dropped_chunks=sum(g.chunks for g in self.gaps),
-            dropped_items=sum(g.items for g in self.gaps),
-            dropped_bytes=sum(g.bytes for g in self.gaps),
+            chunks=self._chunks, items=self._items, bytes=self._bytes, gaps=self._dropped[0],
+            dropped_chunks=self._dropped[1], dropped_items=self._dropped[2],
+            dropped_bytes=self._dropped[3],
             ended_cleanly=self._ended,
             stopped=self._stopping and not self._ended,
         )

@@ -89,6 +89,7 @@ async def test_drop_subscriber_beside_a_lossless_one():
     # the monitor missed chunks, knows how many, and its chunks still tile the run
     mstats = monitor.statistics()
     assert mstats.dropped_chunks > 0 and mstats.gaps > 0
+    assert len(monitor.gaps) == mstats.gaps
     assert stats["drop"].dropped_chunks == mstats.dropped_chunks
     assert mstats.chunks + mstats.dropped_chunks == n_chunks
     assert mstats.dropped_items == mstats.dropped_chunks * 2000
@@ -161,3 +162,28 @@ async def test_subscribers_that_come_and_go_leave_only_their_statistics():
     assert [s.id for s in stats.subscriptions] == sorted(s.id for s in stats.subscriptions)
     assert [s.sent_chunks for s in stats.subscriptions] == [1, 1, 1]
     assert not any(s.connected for s in stats.subscriptions)
+
+
+@pytest.mark.asyncio
+async def test_a_long_running_monitor_keeps_its_latest_gaps_and_every_total(monkeypatch):
+    monkeypatch.setattr("asyncstrax.streams.subscriber.MAX_GAPS_KEPT", 2)
+    bursts, per_burst = 5, 12
+    # 1 MB chunks: a burst must overrun the socket buffers, not only the monitor's
+    sent = [make_chunk(i, n=20_000) for i in range(bursts * per_burst)]
+    async with Publisher("records") as pub:
+        monitor = Subscriber(pub.address, "records", policy="drop",
+                             buffer_bytes=sent[0].nbytes)
+        slow = asyncio.create_task(slow_collect(monitor, 0.01, keep=False))
+        await guard(pub.wait_for_subscribers(1))
+        for b in range(bursts):  # each burst overruns the monitor, each pause lets it catch up
+            for chunk in sent[b * per_burst:(b + 1) * per_burst]:
+                await guard(pub.publish(chunk))
+            await asyncio.sleep(0.3)
+        await guard(pub.end())
+        published = pub.statistics().subscriptions[0]
+    await guard(slow)
+    stats = monitor.statistics()
+    assert stats.gaps == published.gaps >= 3
+    assert stats.dropped_chunks == published.dropped_chunks
+    assert stats.chunks + stats.dropped_chunks == len(sent)
+    assert len(monitor.gaps) == 2 and monitor.gaps[-1].end <= sent[-1].end
