@@ -2,7 +2,11 @@
 
 With ``max_workers=2`` the parallel plugins Records -> Peaks -> PeakBasics run as one fused
 chain (one step per chunk in one thread hop or one process job). Note that the 1-worker run is
-not single-core: different plugins already overlap on the pool's threads.
+not single-core: different plugins already overlap on the pool's threads (about 1.5 of the 2
+cores busy), so on this machine 2 workers can be at most about 2 / 1.5 = 1.3x faster than 1.
+The same 1-worker run pinned to one CPU (every thread of this process, then unpinned) is
+measured too: the speed-up of 2 cores over 1 core, which is what a 1-worker run measures where
+plugins cannot overlap.
 
     .venv/bin/python -m pytest benchmarks/test_chain_scaling.py --benchmark-enable -s
 """
@@ -12,6 +16,8 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -55,6 +61,24 @@ def raw_mb(request) -> float:
     return sum(c[2].nbytes for c in CHUNKS) / 1e6
 
 
+@contextmanager
+def one_cpu() -> Iterator[None]:
+    """Pin every thread of this process (and the threads they start) to one CPU, then unpin."""
+    def all_threads(cpus: set[int]) -> None:
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                os.sched_setaffinity(int(tid), cpus)
+            except OSError:  # a thread that just ended
+                pass
+
+    allowed = os.sched_getaffinity(0)
+    all_threads({min(allowed)})
+    try:
+        yield
+    finally:
+        all_threads(allowed)
+
+
 def best_seconds(plugins: list, workers: int, rounds: int) -> tuple[float, np.ndarray]:
     with ax.Context(register=plugins, max_workers=workers) as ctx:
         result = ctx.get_array("r", "event_basics")  # warm: kernels, pools, threads
@@ -70,14 +94,19 @@ def test_chain_scaling(benchmark, raw_mb):
     rounds = 3 if raw_mb > 50 else 1
 
     def measure():
+        with one_cpu():
+            pinned = best_seconds(THREADS, 1, rounds)
         return (best_seconds(THREADS, 1, rounds), best_seconds(THREADS, 2, rounds),
-                best_seconds(PROCESSES, 2, rounds))
+                best_seconds(PROCESSES, 2, rounds), pinned)
 
-    (t1, r1), (t2, r2), (tp, rp) = benchmark.pedantic(measure, rounds=1)
+    (t1, r1), (t2, r2), (tp, rp), (tc, rc) = benchmark.pedantic(measure, rounds=1)
     # bit-identical (NaN fields included) whatever the workers
-    assert r1.tobytes() == r2.tobytes() and r1.tobytes() == rp.tobytes()
+    assert r1.tobytes() == r2.tobytes() == rp.tobytes() == rc.tobytes()
     figures = dict(raw_mb=raw_mb, one_worker_mb_s=raw_mb / t1, two_threads_mb_s=raw_mb / t2,
-                   two_processes_mb_s=raw_mb / tp, threads_2v1=t1 / t2, processes_2v1=t1 / tp)
+                   two_processes_mb_s=raw_mb / tp, threads_2v1=t1 / t2, processes_2v1=t1 / tp,
+                   one_cpu_mb_s=raw_mb / tc, threads_2v1_cpu=tc / t2, processes_2v1_cpu=tc / tp)
     benchmark.extra_info.update(figures)
     print(f"\nchain, {raw_mb:.0f} MB: 1 worker {raw_mb / t1:.0f} MB/s; 2 threads {raw_mb / t2:.0f} "
-          f"MB/s ({t1 / t2:.2f}x); 2 processes {raw_mb / tp:.0f} MB/s ({t1 / tp:.2f}x)")
+          f"MB/s ({t1 / t2:.2f}x); 2 processes {raw_mb / tp:.0f} MB/s ({t1 / tp:.2f}x)"
+          f"\n  vs 1 worker on one CPU, {raw_mb / tc:.0f} MB/s: 2 threads {tc / t2:.2f}x, "
+          f"2 processes {tc / tp:.2f}x")
