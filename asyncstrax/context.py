@@ -44,6 +44,9 @@ DEFAULT_CONTEXT_CONFIG: dict[str, Any] = {
     "allow_incomplete": False,
     # run chains of parallel plugins as one step per chunk (see runtime/fusion.py)
     "fuse_parallel": True,
+    # how parallel="process" workers start: None = fork on Linux (ready at once, see
+    # runtime/forked.py), else spawn; or "fork", "spawn", "forkserver"
+    "process_start_method": None,
 }
 
 # strax's processor arguments: accepted, meaningless here (one runtime, no switch).
@@ -315,7 +318,9 @@ class Context(StraxContextMethods):
         if max_workers <= 1:
             return None
         if self._process_pool is None:
-            self._process_pool = ProcessPool(max(max_workers, self.context_config["max_workers"]))
+            self._process_pool = ProcessPool(
+                max(max_workers, self.context_config["max_workers"]),
+                start_method=self.context_config["process_start_method"])
         return self._process_pool
 
     def close(self) -> None:

@@ -1,6 +1,6 @@
 """asyncstrax's engine beside strax 2.2.3's on the same data: one table of ratios.
 
-    python -m benchmarks.compare_strax [--raw-mb 200] [--strax-python PATH]
+    python -m benchmarks.compare_strax [--raw-mb 200] [--strax-python PATH] [--workers 2]
 
 1. Simulates ``--raw-mb`` MB of raw_records once with ``asyncstrax.tpc.sim`` (the chain's own
    simulator, 20 MB chunks) and saves them as .npy chunk files in a temp dir.
@@ -19,6 +19,11 @@ import + first run; ``1st/warm`` excludes the import. Each child is then run aga
 every level (``--save DIR``: each engine's own file store and default compressor, blosc for
 both; ours shuffles): ``warm+save`` is that process's warm run, ``save/process`` its ratio to
 the warm run without saving.
+
+With ``--workers N`` a second table follows: each engine in fresh processes with 1 worker,
+N threads and N processes (strax: its ``threaded_mailbox`` processor, ``allow_multiprocess``
+for processes; its default processor ignores ``max_workers``): the whole process from start to
+exit, and a second run in the same process (each run makes its own pool in both engines).
 
 The strax interpreter: ``--strax-python``, else ``$ASYNCSTRAX_STRAX_PYTHON``, else
 ``/tmp/straxvenv/bin/python`` if it imports strax. strax is never a dependency of asyncstrax.
@@ -111,6 +116,37 @@ def table(ours: dict, strax: dict, raw_mb: float, n_chunks: int) -> str:
     return "\n".join(lines)
 
 
+WORKER_MODES = (("1 worker", ()), ("{n} threads", ("--workers", "{n}")),
+                ("{n} processes", ("--workers", "{n}", "--processes")))
+
+
+def worker_table(runs: dict[str, dict[str, dict]], n: int) -> str:
+    """Seconds per engine and mode, and each mode's speed-up over that engine's 1 worker."""
+    modes = [name.format(n=n) for name, _ in WORKER_MODES]
+    head = f"{'':<18}" + "".join(f"{m + ' ' + k:>24}" for m in modes for k in ("process s", "2nd run s"))
+    lines = [f"the same chain with {n} workers: a whole fresh process (start to exit), and a "
+             f"second run in it; speed-up over the engine's 1-worker figure in brackets",
+             head, "-" * len(head)]
+    for engine, by_mode in runs.items():
+        one = by_mode[modes[0]]
+        cells = []
+        for m in modes:
+            r = by_mode[m]
+            for key in ("process_s", "warm_s"):
+                cells.append(f"{r[key]:.2f} ({one[key] / r[key]:.2f}x)")
+        lines.append(f"{engine:<18}" + "".join(f"{c:>24}" for c in cells))
+    return "\n".join(lines)
+
+
+def timed_child(python: str, script: str, *args: str) -> dict:
+    import time
+
+    t0 = time.perf_counter()
+    result = child(python, script, *args)
+    result["process_s"] = time.perf_counter() - t0
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--raw-mb", type=float, default=200)
@@ -119,6 +155,8 @@ def main() -> None:
                         help="python of a virtualenv with strax (default: "
                              "$ASYNCSTRAX_STRAX_PYTHON, else /tmp/straxvenv/bin/python)")
     parser.add_argument("--json", action="store_true", help="also print the raw results")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="also compare N workers, threads and processes, with 1")
     args = parser.parse_args()
 
     strax_python = (args.strax_python or os.environ.get("ASYNCSTRAX_STRAX_PYTHON")
@@ -144,11 +182,26 @@ def main() -> None:
             result["warm_save_s"] = saving["warm_s"]
             result["save_rss_mib"] = saving["peak_rss_mib"]
             shutil.rmtree(store, ignore_errors=True)
+        workers: dict[str, dict[str, dict]] = {"ours": {}, "strax": {}}
+        if args.workers > 1:
+            for _ in range(2):  # best of two, modes alternating (the machine drifts)
+                for name, extra in WORKER_MODES:
+                    mode = name.format(n=args.workers)
+                    flags = [f.format(n=args.workers) for f in extra]
+                    for engine, python, script in (("ours", sys.executable, "asx_chain.py"),
+                                                   ("strax", strax_python, "strax_chain.py")):
+                        r = timed_child(python, script, folder, "--warm", *flags)
+                        best = workers[engine].get(mode)
+                        workers[engine][mode] = r if best is None else {
+                            k: min(r[k], best[k]) for k in ("process_s", "warm_s")}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print(table(ours, strax, mb, n_chunks))
+    if args.workers > 1:
+        print()
+        print(worker_table(workers, args.workers))
     if args.json:
-        print(json.dumps({"ours": ours, "strax": strax}))
+        print(json.dumps({"ours": ours, "strax": strax, "workers": workers}))
 
 
 if __name__ == "__main__":

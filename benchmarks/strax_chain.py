@@ -1,6 +1,7 @@
 """The reference TPC chain as strax 2.x plugins, run by strax's engine; prints one JSON line.
 
     <strax python> benchmarks/strax_chain.py CHUNK_DIR [--warm] [--max-chunks N]
+                                             [--workers N [--processes]]
 
 Child of ``benchmarks/compare_strax.py`` (run it, not this). It needs an interpreter where
 ``import strax`` works (a separate virtualenv: strax is *not* a dependency of asyncstrax) and
@@ -148,6 +149,12 @@ def main() -> None:
     parser.add_argument("--max-chunks", type=int, default=None)
     parser.add_argument("--save", default=None, metavar="DIR",
                         help="save every level to a DataDirectory in DIR (strax's defaults)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="above 1: strax's threaded_mailbox processor with this many "
+                             "workers (its default processor ignores max_workers)")
+    parser.add_argument("--processes", action="store_true",
+                        help="with --workers: parallel plugins in a process pool "
+                             "(allow_multiprocess)")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
@@ -161,11 +168,14 @@ def main() -> None:
     def run(run_id: str) -> tuple[float, int, float]:
         # with storage, strax saves every level (save_when ALWAYS, its default) with blosc
         storage = [strax.DataDirectory(args.save)] if args.save else []
-        st = strax.Context(storage=storage, register=plugins)
+        st = strax.Context(storage=storage, register=plugins,
+                           allow_multiprocess=args.processes)
         t = time.perf_counter()
         n, s2 = 0, 0.0
-        # strax's default processor, single process/thread (max_workers=None)
-        for chunk in st.get_iter(run_id, "event_basics", progress_bar=False):
+        # 1 worker: strax's default processor, single process/thread (max_workers=None)
+        parallel = dict(max_workers=args.workers, processor="threaded_mailbox",
+                        ) if args.workers > 1 else {}
+        for chunk in st.get_iter(run_id, "event_basics", progress_bar=False, **parallel):
             n += len(chunk.data)
             s2 += float(chunk.data["s2_area"].sum())
         return time.perf_counter() - t, n, s2

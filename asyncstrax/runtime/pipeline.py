@@ -201,6 +201,14 @@ class Pipeline:
             )
         if len(self.targets) > 1:
             self._target_sync = InputSync(self._target_readers, kinds)
+        in_workers = [p for p in self.plugins if p.parallel == "process"]
+        if self.max_workers > 1 and in_workers:
+            if self.process_pool is None:
+                self.process_pool = ProcessPool(self.max_workers)
+                self._own_process_pool = True
+            # Forked workers are made now, before this request's threads run (a thread in the
+            # middle of a library call at fork time could leave a lock held in the worker).
+            self.process_pool.start(in_workers)
         self._pool = ThreadPool(self.n_threads)
         monitor.task_started()  # the consumer of the targets
         for plugin in self.plugins:

@@ -1,10 +1,14 @@
 """``parallel="process"``: plugin steps computed in worker processes, arrays in shared memory.
 
-A ``ProcessPool`` is a ``concurrent.futures.ProcessPoolExecutor`` (``spawn`` start method: no
-fork of a process that runs an event loop and threads) driven from asyncio, with:
+A ``ProcessPool`` is a ``concurrent.futures.ProcessPoolExecutor`` driven from asyncio, with:
 
-- **start-up once**: workers import ``asyncstrax`` (and any ``preload`` modules) when they
-  start; ``await pool.warm_up(key, ...)`` makes every worker build the plugins, run their
+- **start-up once**: on Linux workers are forked (``start_method``, see
+  ``resolve_start_method``), at a point the caller chooses (``start()``; the pipeline calls it
+  before its threads run), after the parent has set up numba's target and warmed the plugins
+  it is given, so workers inherit modules and kernels; a forked worker first lets go of the
+  parent's loop, signal handlers, sockets and segment mappings (``forked.py``). Spawned
+  workers import ``asyncstrax`` (and any ``preload`` modules) when they start.
+  ``await pool.warm_up(key, ...)`` makes every worker build the plugins, run their
   ``setup()`` and their optional ``warm_up()`` hook (load numba kernels from the cache by
   calling them on tiny inputs), one worker each (a barrier makes sure of it);
 - **plugins sent once**: ``register(plugin) -> key`` pickles the configured plugin (its
@@ -51,6 +55,7 @@ import multiprocessing as mp
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -97,9 +102,13 @@ _barrier: Any = None
 _maps: OrderedDict[str, Any] = OrderedDict()
 
 
-def _worker_init(preload: tuple[str, ...], barrier: Any) -> None:
+def _worker_init(preload: tuple[str, ...], barrier: Any, forked: bool = False) -> None:
     """Runs once in each worker when it starts."""
     global _barrier
+    if forked:
+        from .forked import forget_parent
+
+        forget_parent()
     _barrier = barrier
     # Ctrl-C reaches the whole process group: the parent handles it (cancellation), the
     # workers must not die of it half-way through a step.
@@ -427,6 +436,21 @@ class _State:
             shm.unlink_segment(name)
 
 
+def resolve_start_method(method: str | None) -> str:
+    """``None``: what ``multiprocessing.set_start_method`` chose, else ``fork`` where there is
+    one (Linux, macOS is left out: its system libraries are not fork-safe), else ``spawn``."""
+    if method is None:
+        method = mp.get_start_method(allow_none=True)  # does not fix the default
+    if method is None:
+        method = ("fork" if sys.platform.startswith("linux")
+                  and "fork" in mp.get_all_start_methods() else "spawn")
+    if method not in mp.get_all_start_methods():
+        raise InvalidConfiguration(
+            f"process start method {method!r} is not available here; choose one of "
+            f"{mp.get_all_start_methods()}")
+    return method
+
+
 def _worker_processes(executor: cf.ProcessPoolExecutor) -> list[Any]:
     """The executor's manager thread, then its worker processes: what must end before the
     pool is gone. concurrent.futures has no public way (before 3.14) to reach them."""
@@ -482,10 +506,10 @@ class ProcessPool:
     """Worker processes for ``parallel="process"`` plugins; see the module docstring."""
 
     def __init__(self, n_workers: int, *, preload: Iterable[str] = ("asyncstrax",),
-                 start_method: str = "spawn") -> None:
+                 start_method: str | None = None) -> None:
         self.n_workers = max(1, int(n_workers))
         self.preload = tuple(preload)
-        self.start_method = start_method
+        self.start_method = resolve_start_method(start_method)
         self._state = _State(max_free=self.n_workers + 2)
         self._plugins: dict[str, _Registered] = {}
         self._keys = itertools.count()
@@ -498,18 +522,34 @@ class ProcessPool:
     def started(self) -> bool:
         return self._state.executor is not None
 
-    def start(self) -> None:
-        """Create the workers (idempotent; also after a worker died, with fresh ones)."""
+    def start(self, plugins: Sequence[Plugin] = ()) -> None:
+        """Create the workers (idempotent; also after a worker died, with fresh ones).
+
+        Forked workers inherit ``plugins``' kernels: each is set up and warmed up (on a copy)
+        here first."""
         if self._closed:
             raise ProcessPoolClosed("the process pool is closed")
         if self._state.executor is not None:
             return
         ctx = mp.get_context(self.start_method)
+        forked = self.start_method == "fork"
+        if forked:
+            from .forked import prepare_parent
+
+            def warm() -> None:
+                for plugin in plugins:  # on a copy, as a worker gets it
+                    _worker_ready(pickle.loads(_pickle_plugin(plugin)))
+
+            prepare_parent(warm)
         self._barrier = ctx.Barrier(self.n_workers)
-        self._state.executor = cf.ProcessPoolExecutor(
+        executor = self._state.executor = cf.ProcessPoolExecutor(
             self.n_workers, mp_context=ctx, initializer=_worker_init,
-            initargs=(self.preload, self._barrier),
+            initargs=(self.preload, self._barrier, forked),
         )
+        if forked:
+            # concurrent.futures forks every worker at the first submit: do it now, at a point
+            # the caller chose (the pipeline starts its pool before its own threads run).
+            executor.submit(os.getpid)
         self._state.packer = cf.ThreadPoolExecutor(
             min(4, self.n_workers), thread_name_prefix="asx-shm-pack")
         for reg in self._plugins.values():

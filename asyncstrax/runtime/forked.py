@@ -1,0 +1,105 @@
+"""What a worker forked from a running engine lets go of before it computes anything.
+
+``fork`` copies the whole parent: its modules and numba kernels (why a forked worker is ready
+at once, where a spawned one imports and loads everything again), but also what belongs to the
+parent alone. ``forget_parent()`` runs first thing in a forked worker and drops it:
+
+- **objects**: ``gc.freeze()`` puts every object copied from the parent out of the collector's
+  reach, so no finalizer of the parent's (a socket's close, a mapping's unmap) runs here on a
+  file descriptor or an address the worker may have reused;
+- **the event loop**: the worker was forked from inside a running loop; asyncio is told that
+  no loop runs in this process;
+- **signals**: Python-level handlers (the loop's Ctrl-C and SIGTERM handlers, which write to
+  the parent's wake-up pipe) are reset to the default, and the wake-up descriptor is cleared:
+  a SIGTERM sent to stop a worker must not reach the parent's loop as its own;
+- **sockets and event-loop descriptors**: each is pointed at ``/dev/null`` (the number stays
+  taken): a stream connection the parent closes must end for its peer, not live on in a worker;
+- **shared-memory segments of ours** mapped by the parent (chunks it still holds) are unmapped
+  here, so their memory goes when the parent lets go of it, not when the worker exits.
+
+multiprocessing's own descriptors (pipes) are left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import gc
+import os
+import signal
+import sys
+from collections.abc import Callable
+
+__all__ = ["forget_parent", "prepare_parent"]
+
+#: /proc/self/fd link targets of descriptors that belong to the parent's event loop and streams
+_PARENT_ONLY = ("socket:", "anon_inode:")
+
+
+def prepare_parent(warm: Callable[[], None] | None = None) -> None:
+    """Before forking: set up numba's CPU target here (~0.3 s, once per process, which the
+    parent pays anyway for its own kernels), and run ``warm`` (load the workers' kernels),
+    so that every worker inherits them instead of each loading its own."""
+    import numpy as np
+
+    from .._chunk_checks import check_with_endtime
+
+    times = np.zeros(1, np.int64)
+    check_with_endtime(times, times)  # a cached kernel: loading it sets the target up
+    if warm is not None:
+        warm()
+
+
+def forget_parent(segment_prefix: str = "/dev/shm/asx_") -> None:
+    """Drop the parent's loop, signal handlers, sockets and segment mappings (see module doc)."""
+    gc.freeze()
+    asyncio.events._set_running_loop(None)
+    _reset_signals()
+    if sys.platform.startswith("linux"):
+        _release_descriptors()
+        _unmap_segments(segment_prefix)
+
+
+def _reset_signals() -> None:
+    try:
+        signal.set_wakeup_fd(-1)
+    except ValueError:  # pragma: no cover - not the main thread
+        pass
+    for sig in signal.valid_signals():
+        try:
+            if callable(signal.getsignal(sig)):
+                signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError, RuntimeError):  # pragma: no cover - SIGKILL and co.
+            continue
+
+
+def _release_descriptors() -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    try:
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if fd == devnull:
+                continue
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:  # the listing's own descriptor, already closed
+                continue
+            if target.startswith(_PARENT_ONLY):
+                os.dup2(devnull, fd, inheritable=False)
+    finally:
+        os.close(devnull)
+
+
+def _unmap_segments(prefix: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    munmap = libc.munmap
+    munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+    regions = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and fields[5].startswith(prefix):
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                regions.append((start, end - start))
+    for start, length in regions:
+        munmap(start, length)

@@ -1,0 +1,135 @@
+"""Workers forked from a running engine hold nothing that belongs to the parent alone.
+
+Real forked processes, a real loopback connection, a real signal and a real shared-memory
+segment: what a worker forked from inside a running event loop must not keep (its peer's
+connection, the loop's signal handlers, the parent's chunk memory). Linux only (fork, /proc).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import signal
+import socket
+import sys
+import time
+
+import numpy as np
+import pytest
+from toy_plugins import Pulses
+
+import asyncstrax as ax
+from asyncstrax.errors import InvalidConfiguration
+from asyncstrax.runtime import shm
+from asyncstrax.runtime.process_pool import ProcessPool
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="fork and /proc are Linux's")
+
+
+class ForkedBasics(ax.Plugin):
+    """Area per sample of each pulse, in a worker process."""
+
+    provides = "pulse_basics"
+    depends_on = "pulses"
+    parallel = "process"
+    dtype = [(("Start time", "time"), np.int64), (("End time", "endtime"), np.int64),
+             (("Worker pid", "pid"), np.int64), (("Area per sample", "aps"), np.float64)]
+
+    def compute(self, pulses):
+        out = np.zeros(len(pulses), self.dtype)
+        out["time"] = pulses["time"]
+        out["endtime"] = pulses["time"] + pulses["dt"] * pulses["length"]
+        out["pid"] = os.getpid()
+        out["aps"] = pulses["area"] / np.maximum(pulses["length"], 1)
+        return out
+
+
+def test_default_start_method_is_fork_on_linux():
+    expected = mp.get_start_method(allow_none=True) or "fork"
+    assert ProcessPool(1).start_method == expected
+
+
+def test_unknown_start_method_is_a_configuration_error():
+    with pytest.raises(InvalidConfiguration, match="'teleport'.*not available"):
+        ProcessPool(1, start_method="teleport")
+
+
+@pytest.mark.asyncio
+async def test_a_connection_the_parent_closes_ends_for_its_peer():
+    server = socket.create_server(("127.0.0.1", 0))
+    ours = socket.create_connection(server.getsockname())
+    peer, _ = server.accept()
+    server.close()
+    pool = ProcessPool(2, start_method="fork")
+    try:
+        await pool.warm_up()  # both workers forked and initialised, holding a copy of `ours`
+        assert len(pool.worker_pids()) == 2
+        ours.close()
+        peer.settimeout(10)
+        assert peer.recv(1) == b""  # EOF: no worker keeps the connection open
+    finally:
+        peer.close()
+        await pool.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_signal_to_a_worker_does_not_reach_the_parents_loop():
+    loop = asyncio.get_running_loop()
+    received: list[str] = []
+    loop.add_signal_handler(signal.SIGTERM, received.append, "SIGTERM")
+    pool = ProcessPool(2, start_method="fork")
+    try:
+        await pool.warm_up()
+        pids = pool.worker_pids()
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not any(_alive(pid) for pid in pids)  # the default action: they stopped
+        await asyncio.sleep(0.2)  # a wake-up byte, had one been written, is read by now
+        assert received == []
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        await pool.aclose()
+
+
+@pytest.mark.asyncio
+async def test_workers_do_not_map_the_parents_segments():
+    name = shm.new_name("parent")
+    mapping = shm.create_segment(name, 1 << 20)
+    mapping[:4] = b"asx!"
+    pool = ProcessPool(2, start_method="fork")
+    try:
+        await pool.warm_up()
+        for pid in pool.worker_pids():
+            with open(f"/proc/{pid}/maps") as maps:
+                assert name not in maps.read()
+        assert mapping[:4] == b"asx!"  # the parent's own mapping is untouched
+    finally:
+        await pool.aclose()
+        shm.unlink_segment(name)
+        mapping.close()
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_same_output_whatever_the_start_method(method):
+    bounds = {"chunk_bounds": (10_000, 25_000, 60_000, 65_000, 90_000)}
+    with ax.Context(register=[Pulses, ForkedBasics], config=bounds, max_workers=2,
+                    process_start_method=method) as ctx:
+        got = ctx.get_array("r", "pulse_basics")
+    with ax.Context(register=[Pulses, ForkedBasics], config=bounds) as ctx:
+        alone = ctx.get_array("r", "pulse_basics")  # one worker: in this process
+    assert os.getpid() not in got["pid"] and os.getpid() in alone["pid"]
+    for field in ("time", "endtime", "aps"):
+        np.testing.assert_array_equal(got[field], alone[field])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
