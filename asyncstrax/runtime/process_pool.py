@@ -64,6 +64,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
 from dataclasses import dataclass, field
+from multiprocessing import resource_tracker
 from typing import Any
 
 import numpy as np
@@ -541,6 +542,9 @@ class ProcessPool:
                     _worker_ready(pickle.loads(_pickle_plugin(plugin)))
 
             prepare_parent(warm)
+            # Workers register the segments they create with the parent's resource tracker;
+            # forked before it runs, each would start a tracker of its own.
+            resource_tracker.ensure_running()
         self._barrier = ctx.Barrier(self.n_workers)
         executor = self._state.executor = cf.ProcessPoolExecutor(
             self.n_workers, mp_context=ctx, initializer=_worker_init,

@@ -12,6 +12,7 @@ import multiprocessing as mp
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 
@@ -127,9 +128,62 @@ def test_same_output_whatever_the_start_method(method):
         np.testing.assert_array_equal(got[field], alone[field])
 
 
+
+FRESH_PROCESS = """
+import os, sys
+sys.path[:0] = [os.path.dirname(os.path.abspath(%r))]
+import asyncstrax as ax
+from toy_plugins import Pulses
+from test_forked_workers import ForkedBasics, _trackers
+with ax.Context(register=[Pulses, ForkedBasics], max_workers=2, process_start_method="fork",
+                config={"chunk_bounds": (10_000, 50_000)}) as ctx:
+    ctx.get_array("r", "pulse_basics")
+    print(len(_trackers()))
+"""
+
+
+def test_workers_share_the_parents_resource_tracker(tmp_path):
+    """In a fresh process (no tracker yet when the pool forks): the workers' output segments
+    are registered with the parent's tracker, not with one tracker per worker."""
+    script = tmp_path / "fresh.py"
+    script.write_text(FRESH_PROCESS % __file__)
+    tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [tests, os.path.dirname(os.path.abspath(__file__)), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1"], out.stderr
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def _trackers() -> list[int]:
+    """multiprocessing resource trackers among this process's descendants."""
+    parents: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        parents.setdefault(ppid, []).append(int(name))
+    found, todo = [], [os.getpid()]
+    while todo:
+        for pid in parents.get(todo.pop(), []):
+            todo.append(pid)
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if b"resource_tracker" in f.read():
+                        found.append(pid)
+            except OSError:
+                pass
+    return found
