@@ -29,8 +29,10 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, cast
 
-__all__ = ["forget_parent", "prepare_parent"]
+__all__ = ["forget_parent", "no_compilation", "prepare_parent"]
 
 #: /proc/self/fd link targets of descriptors that belong to the parent's event loop and streams
 _PARENT_ONLY = ("socket:", "anon_inode:")
@@ -48,6 +50,18 @@ def prepare_parent(warm: Callable[[], None] | None = None) -> None:
     check_with_endtime(times, times)  # a cached kernel: loading it sets the target up
     if warm is not None:
         warm()
+
+
+def no_compilation() -> AbstractContextManager[Any]:
+    """Hold numba's compiler lock (if numba is loaded) around a fork: no thread is then in
+    the middle of compiling or loading a kernel (inside LLVM), whose locks a worker would
+    inherit held. It is reentrant, and a forked worker's thread is its holder, so a worker
+    can still compile (a new type signature) without waiting for it."""
+    if "numba" not in sys.modules:
+        return nullcontext()
+    from numba.core.compiler_lock import global_compiler_lock
+
+    return cast(AbstractContextManager[Any], global_compiler_lock)
 
 
 def forget_parent(segment_prefix: str = "/dev/shm/asx_") -> None:

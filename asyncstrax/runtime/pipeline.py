@@ -125,6 +125,7 @@ class Pipeline:
         #: made here on first use and closed with the pipeline
         self.process_pool = process_pool
         self._own_process_pool = False
+        self._in_workers: list[Plugin] = []
         self.summary = PipelineSummary(run_id=run_id)
         self._tasks: list[asyncio.Task] = []
         self._error: BaseException | None = None
@@ -201,14 +202,8 @@ class Pipeline:
             )
         if len(self.targets) > 1:
             self._target_sync = InputSync(self._target_readers, kinds)
-        in_workers = [p for p in self.plugins if p.parallel == "process"]
-        if self.max_workers > 1 and in_workers:
-            if self.process_pool is None:
-                self.process_pool = ProcessPool(self.max_workers)
-                self._own_process_pool = True
-            # Forked workers are made now, before this request's threads run (a thread in the
-            # middle of a library call at fork time could leave a lock held in the worker).
-            self.process_pool.start(in_workers)
+        # the plugins whose kernels forked workers inherit (ProcessPool.start)
+        self._in_workers = [p for p in self.plugins if p.parallel == "process"]
         self._pool = ThreadPool(self.n_threads)
         monitor.task_started()  # the consumer of the targets
         for plugin in self.plugins:
@@ -281,6 +276,7 @@ class Pipeline:
             if self.process_pool is None:
                 self.process_pool = ProcessPool(self.max_workers)
                 self._own_process_pool = True
+            await self.process_pool.astart(self._in_workers)
             key = self.process_pool.register(plugin)
             lane: ComputeLane | ProcessLane = ProcessLane(self.process_pool, self.max_workers, stats)
             try:

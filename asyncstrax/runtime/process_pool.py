@@ -3,9 +3,9 @@
 A ``ProcessPool`` is a ``concurrent.futures.ProcessPoolExecutor`` driven from asyncio, with:
 
 - **start-up once**: on Linux workers are forked (``start_method``, see
-  ``resolve_start_method``), at a point the caller chooses (``start()``; the pipeline calls it
-  before its threads run), after the parent has set up numba's target and warmed the plugins
-  it is given, so workers inherit modules and kernels; a forked worker first lets go of the
+  ``resolve_start_method``) when ``start()`` / ``await astart()`` is called, holding numba's
+  compiler lock, after the parent has set up numba's target and warmed the plugins it is
+  given, so workers inherit modules and kernels; a forked worker first lets go of the
   parent's loop, signal handlers, sockets and segment mappings (``forked.py``). Spawned
   workers import ``asyncstrax`` (and any ``preload`` modules) when they start.
   ``await pool.warm_up(key, ...)`` makes every worker build the plugins, run their
@@ -516,6 +516,7 @@ class ProcessPool:
         self._keys = itertools.count()
         self._closed = False
         self._barrier: Any = None
+        self._start_lock = threading.Lock()
         self._finalizer = weakref.finalize(self, self._state.shutdown, True)
 
     # ------------------------------------------------------------------ life cycle
@@ -527,37 +528,51 @@ class ProcessPool:
         """Create the workers (idempotent; also after a worker died, with fresh ones).
 
         Forked workers inherit ``plugins``' kernels: each is set up and warmed up (on a copy)
-        here first."""
-        if self._closed:
-            raise ProcessPoolClosed("the process pool is closed")
-        if self._state.executor is not None:
+        here first. Blocking (about 0.4 s in a fresh process when forking): from a coroutine,
+        ``await astart()``."""
+        with self._start_lock:
+            if self._closed:
+                raise ProcessPoolClosed("the process pool is closed")
+            if self._state.executor is not None:
+                return
+            ctx = mp.get_context(self.start_method)
+            forked = self.start_method == "fork"
+            if forked:
+                from .forked import prepare_parent
+
+                def warm() -> None:
+                    for plugin in plugins:  # on a copy, as a worker gets it
+                        _worker_ready(pickle.loads(_pickle_plugin(plugin)))
+
+                prepare_parent(warm)
+                # Workers register the segments they create with the parent's resource
+                # tracker; forked before it runs, each would start a tracker of its own.
+                resource_tracker.ensure_running()
+            self._barrier = ctx.Barrier(self.n_workers)
+            executor = cf.ProcessPoolExecutor(
+                self.n_workers, mp_context=ctx, initializer=_worker_init,
+                initargs=(self.preload, self._barrier, forked),
+            )
+            if forked:
+                from .forked import no_compilation
+
+                # concurrent.futures forks every worker at the first submit: do it now,
+                # while no thread of ours is inside numba or LLVM (whose locks a worker
+                # would inherit held).
+                with no_compilation():
+                    executor.submit(os.getpid)
+            self._state.executor = executor
+            self._state.packer = cf.ThreadPoolExecutor(
+                min(4, self.n_workers), thread_name_prefix="asx-shm-pack")
+            for reg in self._plugins.values():
+                reg.acked.clear()
+
+    async def astart(self, plugins: Sequence[Plugin] = ()) -> None:
+        """``start()`` on a helper thread: the event loop (a source making the first chunk)
+        keeps running while the parent prepares and forks."""
+        if self.started:
             return
-        ctx = mp.get_context(self.start_method)
-        forked = self.start_method == "fork"
-        if forked:
-            from .forked import prepare_parent
-
-            def warm() -> None:
-                for plugin in plugins:  # on a copy, as a worker gets it
-                    _worker_ready(pickle.loads(_pickle_plugin(plugin)))
-
-            prepare_parent(warm)
-            # Workers register the segments they create with the parent's resource tracker;
-            # forked before it runs, each would start a tracker of its own.
-            resource_tracker.ensure_running()
-        self._barrier = ctx.Barrier(self.n_workers)
-        executor = self._state.executor = cf.ProcessPoolExecutor(
-            self.n_workers, mp_context=ctx, initializer=_worker_init,
-            initargs=(self.preload, self._barrier, forked),
-        )
-        if forked:
-            # concurrent.futures forks every worker at the first submit: do it now, at a point
-            # the caller chose (the pipeline starts its pool before its own threads run).
-            executor.submit(os.getpid)
-        self._state.packer = cf.ThreadPoolExecutor(
-            min(4, self.n_workers), thread_name_prefix="asx-shm-pack")
-        for reg in self._plugins.values():
-            reg.acked.clear()
+        await asyncio.get_running_loop().run_in_executor(None, self.start, tuple(plugins))
 
     def _retire(self, executor: cf.ProcessPoolExecutor) -> None:
         """A worker died: the executor is broken; the next job starts fresh workers."""
