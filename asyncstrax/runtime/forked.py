@@ -40,8 +40,8 @@ _PARENT_ONLY = ("socket:", "anon_inode:")
 
 def prepare_parent(warm: Callable[[], None] | None = None) -> None:
     """Before forking: set up numba's CPU target here (~0.3 s, once per process, which the
-    parent pays anyway for its own kernels), and run ``warm`` (load the workers' kernels),
-    so that every worker inherits them instead of each loading its own."""
+    parent pays anyway for its own kernels), and run ``warm`` (set up the workers' plugins,
+    load their kernels), so that every worker inherits them instead of each doing it again."""
     import numpy as np
 
     from .._chunk_checks import check_with_endtime

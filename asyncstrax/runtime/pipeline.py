@@ -508,6 +508,8 @@ class Pipeline:
             await self._pool.drain()
             self._pool.shutdown()
         if self.process_pool is not None:
+            for plugin in self._in_workers:  # registered when the pool started
+                self.process_pool.forget(plugin)
             if self._own_process_pool:
                 await self.process_pool.aclose(kill=self._error is not None)
             else:

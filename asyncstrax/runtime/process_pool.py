@@ -517,6 +517,7 @@ class ProcessPool:
         self._closed = False
         self._barrier: Any = None
         self._start_lock = threading.Lock()
+        self._by_plugin: dict[int, tuple[Plugin, str]] = {}
         self._finalizer = weakref.finalize(self, self._state.shutdown, True)
 
     # ------------------------------------------------------------------ life cycle
@@ -527,8 +528,8 @@ class ProcessPool:
     def start(self, plugins: Sequence[Plugin] = ()) -> None:
         """Create the workers (idempotent; also after a worker died, with fresh ones).
 
-        Forked workers inherit ``plugins``' kernels: each is set up and warmed up (on a copy)
-        here first. Blocking (about 0.4 s in a fresh process when forking): from a coroutine,
+        Forked workers inherit ``plugins`` registered, set up and warmed up (their kernels
+        loaded) here first. Blocking (about 0.4 s in a fresh process when forking): from a coroutine,
         ``await astart()``."""
         with self._start_lock:
             if self._closed:
@@ -537,14 +538,20 @@ class ProcessPool:
                 return
             ctx = mp.get_context(self.start_method)
             forked = self.start_method == "fork"
+            inherited: list[str] = []
             if forked:
                 from .forked import prepare_parent
 
-                def warm() -> None:
-                    for plugin in plugins:  # on a copy, as a worker gets it
-                        _worker_ready(pickle.loads(_pickle_plugin(plugin)))
+                def set_up() -> None:
+                    # Built from the bytes a worker would get, set up and warmed here: every
+                    # worker inherits them ready (setup() runs once, not once per worker).
+                    for plugin in plugins:
+                        key = self.register(plugin)
+                        _registry[key] = pickle.loads(self._plugins[key].payload)
+                        _worker_ready(_registry[key])
+                        inherited.append(key)
 
-                prepare_parent(warm)
+                prepare_parent(set_up)
                 # Workers register the segments they create with the parent's resource
                 # tracker; forked before it runs, each would start a tracker of its own.
                 resource_tracker.ensure_running()
@@ -561,6 +568,8 @@ class ProcessPool:
                 # would inherit held).
                 with no_compilation():
                     executor.submit(os.getpid)
+                for key in inherited:  # the parent computes none of them itself
+                    _registry.pop(key, None)
             self._state.executor = executor
             self._state.packer = cf.ThreadPoolExecutor(
                 min(4, self.n_workers), thread_name_prefix="asx-shm-pack")
@@ -639,7 +648,11 @@ class ProcessPool:
 
     # ------------------------------------------------------------------ plugins
     def register(self, plugin: Plugin) -> str:
-        """Send ``plugin`` (configured, not set up) to the workers; returns its key."""
+        """Send ``plugin`` (configured, not set up) to the workers; returns its key (the same
+        key again for the same plugin object, until it is unregistered)."""
+        known = self._by_plugin.get(id(plugin))
+        if known is not None and known[0] is plugin:
+            return known[1]
         key = f"{plugin.name}#{next(self._keys)}@{os.getpid()}"
         dtypes = {}
         for dt in plugin.provides:
@@ -652,11 +665,21 @@ class ProcessPool:
             payload=_pickle_plugin(plugin),
             dtypes=dtypes,
         )
+        self._by_plugin[id(plugin)] = (plugin, key)
         return key
 
     def unregister(self, key: str) -> None:
         """Forget a plugin (workers drop it from their LRU registry in time)."""
         self._plugins.pop(key, None)
+        for ident, (_, known) in list(self._by_plugin.items()):
+            if known == key:
+                del self._by_plugin[ident]
+
+    def forget(self, plugin: Plugin) -> None:
+        """``unregister`` a plugin object, if it is registered."""
+        known = self._by_plugin.get(id(plugin))
+        if known is not None and known[0] is plugin:
+            self.unregister(known[1])
 
     # ------------------------------------------------------------------ jobs
     async def run_batch(self, plugin_key: str, batch: Sequence[Work]) -> list[dict[str, Chunk]]:

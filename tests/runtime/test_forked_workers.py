@@ -47,6 +47,16 @@ class ForkedBasics(ax.Plugin):
         return out
 
 
+class CountedSetup(ForkedBasics):
+    """Appends the pid of each process that runs its setup() to a file."""
+
+    setup_log = ax.Config(default="", type=str, help="file to append setup pids to", track=False)
+
+    def setup(self):
+        with open(self.setup_log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+
 def test_default_start_method_is_fork_on_linux():
     expected = mp.get_start_method(allow_none=True) or "fork"
     assert ProcessPool(1).start_method == expected
@@ -127,6 +137,16 @@ def test_same_output_whatever_the_start_method(method):
     for field in ("time", "endtime", "aps"):
         np.testing.assert_array_equal(got[field], alone[field])
 
+
+
+def test_forked_workers_inherit_plugins_set_up_once_in_the_parent(tmp_path):
+    log = tmp_path / "setup.log"
+    config = {"chunk_bounds": tuple(range(10_000, 100_000, 10_000)), "setup_log": str(log)}
+    with ax.Context(register=[Pulses, CountedSetup], config=config, max_workers=2,
+                    process_start_method="fork") as ctx:
+        got = ctx.get_array("r", "pulse_basics")
+        assert os.getpid() not in got["pid"]  # computed in the workers
+    assert log.read_text().split() == [str(os.getpid())]
 
 
 FRESH_PROCESS = """
