@@ -218,7 +218,7 @@ def assert_clean(allowed=()):
 
 @pytest.fixture(scope="module")
 def pools():
-    """Pools by worker count, started once for the module (spawning costs ~1 s)."""
+    """Pools by worker count, started once for the module (a start costs up to ~1 s)."""
     made = MODULE_POOLS
 
     def get(n):
