@@ -90,12 +90,15 @@ def peak_basics(peaks, classification=None, out=None):
     """Return peak_basics (classified) for peaks. ``classification``: kwargs of classify_peaks."""
     if out is None:
         out = np.empty(len(peaks), dtype=_PEAK_BASICS_DTYPE)
-    if len(peaks):
-        if peaks.dtype["width"].shape[0] < 10:
-            raise ValueError("peak_basics needs at least 10 widths (n_widths=11)")
-        compute_peak_basics(peaks, out)
-        out["type"] = classify_peaks(
-            out["area"], out["rise_time"], out["range_50p_area"], out["n_channels"],
-            **(classification or {}),
-        )
+    if peaks.dtype["width"].shape[0] < 10:
+        raise ValueError("peak_basics needs at least 10 widths (n_widths=11)")
+    # The kernels run on empty input too (a plugin's warm-up loads them that way), and get
+    # contiguous copies of the fields: a field of an empty array is contiguous, of a full one
+    # strided, and each layout would be a kernel of its own to load.
+    compute_peak_basics(peaks, out)
+    out["type"] = classify_peaks(
+        *(np.ascontiguousarray(out[f]) for f in ("area", "rise_time", "range_50p_area",
+                                                 "n_channels")),
+        **(classification or {}),
+    )
     return out

@@ -55,8 +55,9 @@ def build_events(
     chunk_start=np.iinfo(np.int64).min, chunk_end=np.iinfo(np.int64).max, first_event_number=0,  # noqa: B008 - constants, evaluated once
 ):
     """Return events (event_dtype) from time-sorted peak_basics; see find_event_windows."""
+    # contiguous copies: one kernel signature whether peak_basics is empty or not
     s, e = find_event_windows(
-        peak_basics["time"], peak_basics["endtime"], peak_basics["area"], peak_basics["type"],
+        *(np.ascontiguousarray(peak_basics[f]) for f in ("time", "endtime", "area", "type")),
         float(trigger_min_area), int(left_extension), int(right_extension),
         int(chunk_start), int(chunk_end),
     )
@@ -190,9 +191,10 @@ def event_basics(events, peak_basics, out=None):
     """Return event_basics for events from time-sorted peak_basics (same chunk)."""
     if out is None:
         out = np.empty(len(events), dtype=_EVENT_BASICS_DTYPE)
-    if len(events):
-        ranges = fully_contained_ranges(
-            peak_basics["time"], peak_basics["endtime"], events["time"], events["endtime"]
-        )
-        compute_event_basics(events, peak_basics, ranges, out)
+    # also on empty input (warm-up loads the kernels so); contiguous field copies: one
+    # kernel signature whether the arrays are empty or not
+    ranges = fully_contained_ranges(
+        *(np.ascontiguousarray(a[f]) for a in (peak_basics, events) for f in ("time", "endtime"))
+    )
+    compute_event_basics(events, peak_basics, ranges, out)
     return out
