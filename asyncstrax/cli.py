@@ -1,4 +1,4 @@
-"""The ``asyncstrax`` command line: one subcommand per job, each implemented in its own room.
+"""The ``asyncstrax`` command line: one subcommand per job, each in a module of its own.
 
 Each subcommand names a module that provides ``add_arguments(parser)`` and ``run(args) -> int``;
 the module is imported only when its subcommand runs, so ``asyncstrax --help`` stays fast.
