@@ -149,6 +149,21 @@ def test_forked_workers_inherit_plugins_set_up_once_in_the_parent(tmp_path):
     assert log.read_text().split() == [str(os.getpid())]
 
 
+class BrokenSetup(ForkedBasics):
+    def setup(self):
+        raise ValueError("no calibration for this run")
+
+
+def test_a_setup_error_before_forking_names_the_plugin_and_starts_no_worker():
+    before = set(mp.active_children())
+    with ax.Context(register=[Pulses, BrokenSetup], max_workers=2,
+                    process_start_method="fork") as ctx:
+        with pytest.raises(ax.PluginError, match="no calibration.*plugin BrokenSetup"):
+            ctx.get_array("r", "pulse_basics")
+        assert not ctx._process_pool or not ctx._process_pool.started
+    assert set(mp.active_children()) <= before
+
+
 FRESH_PROCESS = """
 import os, sys
 sys.path[:0] = [os.path.dirname(os.path.abspath(%r))]
