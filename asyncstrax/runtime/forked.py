@@ -1,8 +1,11 @@
-"""What a worker forked from a running engine lets go of before it computes anything.
+"""Forking workers from a running engine: what the parent prepares, what the worker drops.
 
 ``fork`` copies the whole parent: its modules and numba kernels (why a forked worker is ready
 at once, where a spawned one imports and loads everything again), but also what belongs to the
-parent alone. ``forget_parent()`` runs first thing in a forked worker and drops it:
+parent alone. In the parent, ``prepare_parent()`` sets up numba's target and the workers'
+plugins so that they are inherited, and the fork runs inside ``no_compilation()`` (no thread
+inside numba or LLVM at that moment). ``forget_parent()`` runs first thing in a forked worker
+and drops what is the parent's:
 
 - **objects**: ``gc.freeze()`` puts every object copied from the parent out of the collector's
   reach, so no finalizer of the parent's (a socket's close, a mapping's unmap) runs here on a
