@@ -201,24 +201,16 @@ def _alive(pid: int) -> bool:
 
 def _trackers() -> list[int]:
     """multiprocessing resource trackers among this process's descendants."""
-    parents: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            continue
-        parents.setdefault(ppid, []).append(int(name))
     found, todo = [], [os.getpid()]
     while todo:
-        for pid in parents.get(todo.pop(), []):
-            todo.append(pid)
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if b"resource_tracker" in f.read():
-                        found.append(pid)
-            except OSError:
-                pass
+        pid = todo.pop()
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                children = [int(c) for c in f.read().split()]
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"resource_tracker" in f.read():
+                    found.append(pid)
+        except OSError:  # gone meanwhile
+            continue
+        todo += children
     return found
