@@ -529,8 +529,8 @@ class ProcessPool:
         """Create the workers (idempotent; also after a worker died, with fresh ones).
 
         Forked workers inherit ``plugins`` registered, set up and warmed up (their kernels
-        loaded) here first. Blocking (about 0.4 s in a fresh process when forking): from a coroutine,
-        ``await astart()``."""
+        loaded) here first. It blocks (about 0.4 s in a fresh process when forking): from a
+        coroutine, ``await astart()``."""
         with self._start_lock:
             if self._closed:
                 raise ProcessPoolClosed("the process pool is closed")
