@@ -205,8 +205,10 @@ def _trackers() -> list[int]:
     while todo:
         pid = todo.pop()
         try:
-            with open(f"/proc/{pid}/task/{pid}/children") as f:
-                children = [int(c) for c in f.read().split()]
+            children = []
+            for tid in os.listdir(f"/proc/{pid}/task"):  # each thread lists its own children
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    children += [int(c) for c in f.read().split()]
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 if b"resource_tracker" in f.read():
                     found.append(pid)
