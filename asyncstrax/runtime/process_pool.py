@@ -611,7 +611,8 @@ class ProcessPool:
     def shutdown(self, kill: bool = False) -> None:
         """Cancel pending jobs, wait for running ones (or terminate them), join the workers."""
         self._closed = True
-        self._state.shutdown(kill)
+        with self._start_lock:  # a start under way (on a helper thread) ends first
+            self._state.shutdown(kill)
         self._finalizer.detach()
 
     async def aclose(self, kill: bool = False) -> None:

@@ -23,7 +23,7 @@ from toy_plugins import Pulses
 import asyncstrax as ax
 from asyncstrax.errors import InvalidConfiguration
 from asyncstrax.runtime import shm
-from asyncstrax.runtime.process_pool import ProcessPool
+from asyncstrax.runtime.process_pool import ProcessPool, ProcessPoolClosed
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="fork and /proc are Linux's")
@@ -164,6 +164,29 @@ def test_a_setup_error_before_forking_names_the_plugin_and_starts_no_worker():
     assert set(mp.active_children()) <= before
 
 
+class SlowSetup(ForkedBasics):
+    def setup(self):
+        time.sleep(0.5)
+
+
+@pytest.mark.asyncio
+async def test_closing_while_the_pool_starts_leaves_no_worker():
+    """aclose() during astart() (the parent still setting plugins up on a helper thread):
+    the workers forked at the end of the start are stopped too, none is left behind."""
+    with ax.Context(register=[Pulses, SlowSetup]) as ctx:
+        plugin = ctx.get_plugins("r", "pulse_basics")["pulse_basics"]
+    pool = ProcessPool(2, start_method="fork")
+    starting = asyncio.ensure_future(pool.astart([plugin]))
+    await asyncio.sleep(0.1)
+    await pool.aclose()
+    try:
+        await starting
+    except ProcessPoolClosed:  # closed before the helper thread began: no start at all
+        pass
+    assert not pool.started
+    assert _children() == []
+
+
 FRESH_PROCESS = """
 import os, sys
 sys.path[:0] = [os.path.dirname(os.path.abspath(%r))]
@@ -197,6 +220,23 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def _children() -> list[int]:
+    """Child processes of this process but multiprocessing's resource tracker."""
+    pids = []
+    for tid in os.listdir(f"/proc/{os.getpid()}/task"):
+        with open(f"/proc/{os.getpid()}/task/{tid}/children") as f:
+            pids += [int(c) for c in f.read().split()]
+    alive = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"resource_tracker" not in f.read() and _alive(pid):
+                    alive.append(pid)
+        except OSError:
+            pass
+    return alive
 
 
 def _trackers() -> list[int]:
