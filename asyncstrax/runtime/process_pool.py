@@ -593,9 +593,10 @@ class ProcessPool:
 
     async def warm_up(self, *keys: str) -> None:
         """Start every worker and build, set up and warm the given plugins in each of them."""
-        self.start()
+        await self.astart()
         executor = self._state.executor
-        assert executor is not None
+        if executor is None:  # closed while it started
+            raise ProcessPoolClosed("the process pool is closed")
         jobs = [(key, self._plugins[key].payload) for key in keys]
         futures = [executor.submit(_worker_warm, jobs, True) for _ in range(self.n_workers)]
         try:
