@@ -31,7 +31,7 @@ from .runtime.channel import DEFAULT_CAPACITY_BYTES
 from .runtime.fusion import FusedChain, fuse_parallel_chains
 from .runtime.malloc import limit_malloc_arenas
 from .runtime.pipeline import Pipeline, PipelineSummary
-from .runtime.process_pool import ProcessPool
+from .runtime.process_pool import ProcessPool, resolve_start_method
 from .selection import check_time_selection, chunk_overlaps, select_time_range
 from .strax_compat import StraxContextMethods
 
@@ -109,6 +109,8 @@ class Context(StraxContextMethods):
         self._registry = PluginRegistry()
         self.config: dict[str, Any] = {}
         self.context_config: dict[str, Any] = {**DEFAULT_CONTEXT_CONFIG, **context_config}
+        if self.context_config["process_start_method"] is not None:  # a typo fails here
+            resolve_start_method(self.context_config["process_start_method"])
         if storage is None:
             storage = []
         from .storage import FileStore

@@ -65,6 +65,8 @@ def test_default_start_method_is_fork_on_linux():
 def test_unknown_start_method_is_a_configuration_error():
     with pytest.raises(InvalidConfiguration, match="'teleport'.*not available"):
         ProcessPool(1, start_method="teleport")
+    with pytest.raises(InvalidConfiguration, match="'teleport'.*not available"):
+        ax.Context(process_start_method="teleport")  # when the context is made
 
 
 @pytest.mark.asyncio
