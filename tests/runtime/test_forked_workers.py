@@ -224,37 +224,37 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _children_of(pid: int) -> list[int]:
+    """Every thread of ``pid`` lists the children it made (the pool forks from a helper)."""
+    found = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                found += [int(c) for c in f.read().split()]
+    except OSError:  # gone meanwhile
+        pass
+    return found
+
+
+def _is_tracker(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"resource_tracker" in f.read()
+    except OSError:
+        return False
+
+
 def _children() -> list[int]:
-    """Child processes of this process but multiprocessing's resource tracker."""
-    pids = []
-    for tid in os.listdir(f"/proc/{os.getpid()}/task"):
-        with open(f"/proc/{os.getpid()}/task/{tid}/children") as f:
-            pids += [int(c) for c in f.read().split()]
-    alive = []
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if b"resource_tracker" not in f.read() and _alive(pid):
-                    alive.append(pid)
-        except OSError:
-            pass
-    return alive
+    """Live child processes of this process but multiprocessing's resource tracker."""
+    return [p for p in _children_of(os.getpid()) if not _is_tracker(p) and _alive(p)]
 
 
 def _trackers() -> list[int]:
     """multiprocessing resource trackers among this process's descendants."""
-    found, todo = [], [os.getpid()]
+    found, todo = [], _children_of(os.getpid())
     while todo:
         pid = todo.pop()
-        try:
-            children = []
-            for tid in os.listdir(f"/proc/{pid}/task"):  # each thread lists its own children
-                with open(f"/proc/{pid}/task/{tid}/children") as f:
-                    children += [int(c) for c in f.read().split()]
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if b"resource_tracker" in f.read():
-                    found.append(pid)
-        except OSError:  # gone meanwhile
-            continue
-        todo += children
+        if _is_tracker(pid):
+            found.append(pid)
+        todo += _children_of(pid)
     return found
