@@ -8,7 +8,8 @@ there is no extra dependency and nothing but field names, numbers and the operat
 run (no attribute access, no imports, no arbitrary calls):
 
 - comparisons ``< <= > >= == !=`` (chained too: ``0 < x < 10``);
-- ``&``, ``|``, ``~`` (numexpr's spelling) and ``and``, ``or``, ``not`` (elementwise here);
+- ``&``, ``|``, ``^``, ``~``: as numexpr, logical on booleans and bitwise on integers
+  (``(flags & 4) != 0``); ``and``, ``or``, ``not`` are elementwise logical here;
 - arithmetic ``+ - * / // % **`` and unary minus;
 - the functions ``abs sqrt exp log log10 log1p sin cos tan arcsin arccos arctan arctan2 sinh
   cosh tanh where isnan isfinite minimum maximum``;
@@ -46,9 +47,12 @@ _BINARY: dict[type, Callable[[Any, Any], Any]] = {
     ast.FloorDiv: operator.floordiv,
     ast.Mod: operator.mod,
     ast.Pow: operator.pow,
-    ast.BitAnd: np.logical_and,
-    ast.BitOr: np.logical_or,
-    ast.BitXor: np.logical_xor,
+}
+#: numexpr's meaning: logical on booleans, bitwise on integers
+_BITWISE: dict[type, tuple[str, Callable[[Any, Any], Any]]] = {
+    ast.BitAnd: ("&", np.bitwise_and),
+    ast.BitOr: ("|", np.bitwise_or),
+    ast.BitXor: ("^", np.bitwise_xor),
 }
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
     name: getattr(np, name)
@@ -67,6 +71,11 @@ class _Evaluator:
     def fail(self, why: str) -> InvalidConfiguration:
         return InvalidConfiguration(f"cannot evaluate selection {self.text!r}: {why}")
 
+    def check_bitwise_operand(self, symbol: str, value: Any) -> None:
+        kind = np.asarray(value).dtype.kind
+        if kind not in "biu":
+            raise self.fail(f"{symbol} needs booleans or integers, not {np.asarray(value).dtype}")
+
     def __call__(self, node: ast.AST) -> Any:
         if isinstance(node, ast.Expression):
             return self(node.body)
@@ -81,6 +90,12 @@ class _Evaluator:
                 return node.value
             raise self.fail(f"constant {node.value!r} is not allowed")
         if isinstance(node, ast.Compare):
+            if len(node.ops) > 1 and any(_is_bitwise(n) for n in (node.left, *node.comparators)):
+                raise self.fail(
+                    "& | ^ bind tighter than comparisons, so this reads as a chained comparison "
+                    "of a bitwise result; put each comparison in parentheses, "
+                    "e.g. (area > 100) & (channel == 1)"
+                )
             left = self(node.left)
             result: Any = None
             for op, right_node in zip(node.ops, node.comparators):
@@ -98,14 +113,23 @@ class _Evaluator:
             for value in values[1:]:
                 result = combine(result, value)
             return result
+        if isinstance(node, ast.BinOp) and type(node.op) in _BITWISE:
+            symbol, function = _BITWISE[type(node.op)]
+            left, right = self(node.left), self(node.right)
+            self.check_bitwise_operand(symbol, left)
+            self.check_bitwise_operand(symbol, right)
+            return function(left, right)
         if isinstance(node, ast.BinOp):
             if type(node.op) not in _BINARY:
                 raise self.fail(f"operator {type(node.op).__name__} is not allowed")
             return _BINARY[type(node.op)](self(node.left), self(node.right))
         if isinstance(node, ast.UnaryOp):
             operand = self(node.operand)
-            if isinstance(node.op, (ast.Invert, ast.Not)):
+            if isinstance(node.op, ast.Not):
                 return np.logical_not(operand)
+            if isinstance(node.op, ast.Invert):
+                self.check_bitwise_operand("~", operand)
+                return np.invert(operand)
             if isinstance(node.op, ast.USub):
                 return -operand
             if isinstance(node.op, ast.UAdd):
@@ -119,6 +143,10 @@ class _Evaluator:
                 raise self.fail("keyword arguments are not allowed")
             return _FUNCTIONS[node.func.id](*[self(a) for a in node.args])
         raise self.fail(f"{type(node).__name__} is not allowed in a selection")
+
+
+def _is_bitwise(node: ast.AST) -> bool:
+    return isinstance(node, ast.BinOp) and type(node.op) in _BITWISE
 
 
 def evaluate_selection(data: np.ndarray, selection: str | Sequence[str]) -> np.ndarray:

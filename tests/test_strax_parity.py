@@ -358,6 +358,19 @@ def test_apply_request_selection():
     assert pick(data, "log10(area) >= 2 or channel * 2 == 0")["area"].tolist() == [
         1, 10, 100, 500]
     assert pick(data, lambda d: d["area"] < 6)["area"].tolist() == [1, 5]
+    # & | ^ ~ are bitwise on integers, as in numexpr: bit-mask cuts select the right items
+    data["channel"] = [0, 1, 2, 3, 6, 7]
+    assert pick(data, "(channel & 2) != 0")["channel"].tolist() == [2, 3, 6, 7]
+    assert pick(data, "(channel & 2) == 2")["channel"].tolist() == [2, 3, 6, 7]
+    assert pick(data, "(channel | 1) == 3")["channel"].tolist() == [2, 3]
+    assert pick(data, "(channel ^ 1) == 0")["channel"].tolist() == [1]
+    assert pick(data, "(~channel & 1) == 1")["channel"].tolist() == [0, 2, 6]
+    assert pick(data, "(area > 20) ^ (channel > 5)")["area"].tolist() == [50]
+    with pytest.raises(strax.InvalidConfiguration, match="parentheses"):
+        pick(data, "area > 100 & channel == 1")  # numexpr refuses this precedence trap too
+    with pytest.raises(strax.InvalidConfiguration, match="booleans or integers"):
+        pick(data, "(area & 1) == 0")
+    data["channel"] = [0, 1, 0, 1, 0, 1]
     kept = pick(data, keep_columns=["area", "time"])
     assert kept.dtype.names == ("time", "area") and kept.dtype.fields["area"][2] == "Area [PE]"
     assert pick(data, drop_columns="channel").dtype.names == ("time", "endtime", "area")
