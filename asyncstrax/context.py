@@ -33,7 +33,7 @@ from .runtime.malloc import limit_malloc_arenas
 from .runtime.pipeline import Pipeline, PipelineSummary
 from .runtime.process_pool import ProcessPool, resolve_start_method
 from .selection import check_time_selection, chunk_overlaps, select_time_range
-from .strax_compat import StraxContextMethods
+from .strax_compat import StraxContextMethods, _str_tuple
 
 __all__ = ["Context"]
 
@@ -103,6 +103,7 @@ class Context(StraxContextMethods):
         storage: Any = None,
         register: Any = None,
         config: Mapping[str, Any] | None = None,
+        register_all: Any = None,
         **context_config: Any,
     ) -> None:
         limit_malloc_arenas()  # once per process, before the engine starts its threads
@@ -122,6 +123,8 @@ class Context(StraxContextMethods):
         ]
         self.last_summary: PipelineSummary | None = None
         self._process_pool: ProcessPool | None = None
+        if register_all is not None:
+            self.register_all(register_all)
         if register is not None:
             self.register(register)
         if config:
@@ -142,9 +145,12 @@ class Context(StraxContextMethods):
         return self._registry.by_data_type
 
     def set_config(self, config: Mapping[str, Any] | None = None, mode: str = "update") -> None:
-        """Set option values for every plugin that takes them (strax's modes)."""
+        """Set option values for every plugin that takes them (strax's modes).
+
+        Options may be set before their plugins are registered (straxen's contexts do so);
+        a name no registered plugin takes is an error when data is requested.
+        """
         config = dict(config or {})
-        check_config_names(self._registry, config)
         if mode == "update":
             self.config.update(config)
         elif mode == "setdefault":
@@ -160,10 +166,10 @@ class Context(StraxContextMethods):
         self.context_config.update(context_config)
 
     def _config_for(self, extra: Mapping[str, Any] | None) -> dict[str, Any]:
-        if not extra:
-            return self.config
-        check_config_names(self._registry, extra)
-        return {**self.config, **extra}
+        """The options of one request; a name no registered plugin takes is a typo."""
+        config = {**self.config, **extra} if extra else self.config
+        check_config_names(self._registry, config)
+        return config
 
     def get_plugins(
         self, run_id: str, targets: str | Sequence[str], config: Mapping[str, Any] | None = None
@@ -278,9 +284,15 @@ class Context(StraxContextMethods):
 
         for target in targets:
             visit(target)
+        # A multi-output plugin computed for one output makes its stored siblings too: they
+        # come from the computation (one producer per data type), and are not saved again.
+        computed = {dt for plugin in chosen.values() for dt in plugin.provides}
+        stored = {loader.data_type for loader in loaders if loader.data_type in computed}
+        loaders = [loader for loader in loaders if loader.data_type not in stored]
         for plugin in chosen.values():
+            self._check_creation_allowed(run_id, plugin)
             for dt in plugin.provides:
-                if self._should_save(plugin, dt, targets, to_save):
+                if dt not in stored and self._should_save(plugin, dt, targets, to_save):
                     saver = self._make_saver(run_id, dt, plugin)
                     if saver is not None:
                         savers.append(saver)
@@ -359,6 +371,18 @@ class Context(StraxContextMethods):
                 stacklevel=3,
             )
 
+    def _check_creation_allowed(self, run_id: str, plugin: Plugin) -> None:
+        """strax's ``forbid_creation_of``: data that must be loaded, never made."""
+        forbidden = _str_tuple(self.context_config.get("forbid_creation_of") or ())
+        made = [dt for dt in plugin.provides if dt in forbidden]
+        if made:
+            raise DataNotAvailable(
+                f"{made[0]!r} is not stored for this lineage and the context forbids creating "
+                f"it (forbid_creation_of={list(forbidden)}); plugin {plugin.name} would have to "
+                f"compute it",
+                data_type=made[0], run_id=run_id,
+            )
+
     def _should_save(self, plugin: Plugin, dt: str, targets: tuple, save: set) -> bool:
         when = plugin.save_when
         if isinstance(when, Mapping):
@@ -404,10 +428,22 @@ class Context(StraxContextMethods):
                 return store.saver(key, plugin=plugin)
         return None
 
-    def is_stored(self, run_id: str, target: str, **kwargs: Any) -> bool:
+    def is_stored(self, run_id: str, target: str | Sequence[str], detailed: bool = False,
+                  **kwargs: Any) -> bool:
+        """Whether complete data of ``target`` (all of them, for a list) is stored for this
+        lineage. As in strax, keyword arguments (``config=...``, context options) ask about
+        a context made from this one with them (``new_context``)."""
+        if kwargs:
+            return bool(self.new_context(**kwargs).is_stored(run_id, target, detailed))
+        if not isinstance(target, str):
+            return all(self.is_stored(run_id, t, detailed) for t in target)
         key = self.key_for(run_id, target)
         incomplete = self._incomplete_kwargs()
-        return any(store.find(key, **incomplete) for store in self.storage)
+        found = [bool(store.find(key, **incomplete)) for store in self.storage]
+        if detailed:  # strax prints where it looked
+            for store, here in zip(self.storage, found):
+                print(f"{key}: {'stored' if here else 'not stored'} in {store!r}")
+        return any(found)
 
     def get_metadata(self, run_id: str, target: str) -> dict[str, Any]:
         key = self.key_for(run_id, target)

@@ -72,13 +72,31 @@ def test_lineage_hash_is_stable_across_processes(ctx):
 
 
 def test_unknown_and_ill_typed_config(ctx):
+    ctx.set_config({"treshold": 3})  # checked when data is requested: plugins may come later
     with pytest.raises(ax.InvalidConfiguration, match="'treshold' \\(did you mean 'threshold'"):
-        ctx.set_config({"treshold": 3})
-    ctx.set_config({"threshold": "high"})
+        ctx.get_array("r", "big_pulses")
+    with pytest.raises(ax.InvalidConfiguration, match="'treshold' \\(did you mean 'threshold'"):
+        ctx.get_array("r", "pulses")  # a typo is a typo whatever the target
+    ctx.set_config({"threshold": "high"}, mode="replace")
     with pytest.raises(ax.InvalidConfiguration,
                        match="option 'threshold' must be of type float, got 'high'") as info:
         ctx.get_array("r", "big_pulses")
     assert info.value.plugin == "BigPulses"
+
+
+def test_options_set_before_their_plugins_are_registered():
+    # straxen builds contexts config-first; strax checks option names only on request
+    expected = ax.Context(register=TOY_PLUGINS, config={"threshold": 30.0}).get_array(
+        "r", "big_pulses")
+    first = ax.Context(config={"threshold": 30.0})
+    first.register(TOY_PLUGINS)
+    second = ax.Context()
+    second.set_config({"threshold": 30.0})
+    second.register(TOY_PLUGINS)
+    third = ax.Context().new_context(config={"threshold": 30.0})
+    third.register(TOY_PLUGINS)
+    for ctx in (first, second, third):
+        np.testing.assert_array_equal(ctx.get_array("r", "big_pulses"), expected)
 
 
 def test_required_option_without_value():

@@ -528,3 +528,59 @@ def test_context_takes_a_path_as_storage(tmp_path):
     st = asyncstrax.Context(storage=str(tmp_path), register=[ssp.Pulses])
     st.make("r1", "pulses")
     assert os.path.isdir(str(tmp_path)) and st.list_available("pulses", runs=["r1"]) == ["r1"]
+
+
+def test_forbid_creation_of_refuses_to_compute(st):
+    st.make("r1", "pulses")
+    forbidding = st.new_context(forbid_creation_of=("pulse_basics",))
+    with pytest.raises(strax.DataNotAvailable, match="forbids creating") as info:
+        forbidding.get_array("r1", "large_pulses")
+    assert info.value.data_type == "pulse_basics" and "PulseBasics" in str(info.value)
+    assert not st.is_stored("r1", "pulse_basics")  # nothing was made or saved
+    st.make("r1", "pulse_basics")
+    assert len(forbidding.get_array("r1", "large_pulses"))  # loaded, not made: allowed
+    forbidding.set_context_config({"forbid_creation_of": "pulses"})
+    with pytest.raises(strax.DataNotAvailable, match="forbids creating"):
+        forbidding.get_array("r2", "pulses")
+
+
+def test_is_stored_with_other_options_and_several_targets(st):
+    st.make("r1", "pulse_basics")
+    assert st.is_stored("r1", "pulse_basics")
+    assert not st.is_stored("r1", "pulse_basics", config=dict(gain=7.0))  # another lineage
+    assert st.is_stored("r1", ["pulses", "pulse_basics"])
+    assert not st.is_stored("r1", ["pulses", "large_pulses"])
+
+
+def test_multi_output_plugin_with_only_some_outputs_stored(st):
+    fields = strax.time_fields + [(("Area", "area"), np.float64)]
+
+    class TwoAreas(strax.Plugin):
+        __version__ = "0.0.1"
+        depends_on = "pulse_basics"
+        provides = ("area_kept", "area_not_kept")
+        data_kind = dict(area_kept="pulses", area_not_kept="pulses")
+        dtype = dict(area_kept=fields, area_not_kept=fields)
+        save_when = dict(area_kept=strax.SaveWhen.ALWAYS, area_not_kept=strax.SaveWhen.NEVER)
+
+        def compute(self, pulses):
+            return {dt: dict(time=pulses["time"], endtime=pulses["endtime"],
+                             area=sign * pulses["area"])
+                    for dt, sign in (("area_kept", 1), ("area_not_kept", -1))}
+
+    st.register(TwoAreas)
+    first = st.get_array("r1", ["area_kept", "area_not_kept"])
+    assert st.is_stored("r1", "area_kept") and not st.is_stored("r1", "area_not_kept")
+    saved = st.get_metadata("r1", "area_kept")
+    # Asking for both again computes the plugin (one output is not stored): the stored one
+    # comes from that computation, not also from its loader, and is not saved over.
+    again = st.get_array("r1", ["pulses", "area_kept", "area_not_kept"])
+    np.testing.assert_array_equal(again["area"], first["area"])
+    assert st.get_metadata("r1", "area_kept") == saved
+    np.testing.assert_array_equal(st.get_array("r1", "area_kept")["area"],
+                                  -st.get_array("r1", "area_not_kept")["area"])
+
+
+def test_register_all_as_a_context_argument():
+    st = Context(register_all=ssp)
+    assert "pulse_info" in st._plugin_class_registry
