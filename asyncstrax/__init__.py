@@ -10,7 +10,15 @@ once; anything not in ``__all__`` is internal.
 
 from .chunk import Chunk, endtime, split_array
 from .context import Context
-from .dtypes import time_dt_fields, time_fields
+from .dtypes import (
+    hit_dtype,
+    interval_dtype,
+    peak_dtype,
+    raw_record_dtype,
+    record_dtype,
+    time_dt_fields,
+    time_fields,
+)
 from .errors import (
     AsyncstraxError,
     CannotSplit,
@@ -31,6 +39,18 @@ from .errors import (
     StorageError,
     StreamError,
 )
+from .helpers import (
+    camel_to_snake,
+    dict_to_rec,
+    merge_arrs,
+    merged_dtype,
+    remove_titles_from_dtype,
+    sort_by_time,
+    stable_argsort,
+    stable_sort,
+    to_str_tuple,
+    unpack_dtype,
+)
 from .lineage import DataKey, deterministic_hash
 from .options import Config, Option, takes_config
 from .plugins import (
@@ -42,6 +62,12 @@ from .plugins import (
     OverlapWindowPlugin,
     Plugin,
     SaveWhen,
+)
+from .plugins.loop import (
+    fully_contained_in,
+    split_by_containment,
+    split_touching_windows,
+    touching_windows,
 )
 from .query import add_run_id_field, apply_selection
 from .runtime import Channel, DeadlockError, Pipeline, PipelineSummary
@@ -120,14 +146,33 @@ __all__ = [
     "SubscriberStatistics",
     "add_run_id_field",
     "apply_selection",
+    "camel_to_snake",
     "deterministic_hash",
+    "dict_to_rec",
     "endtime",
     "exporter",
+    "fully_contained_in",
+    "hit_dtype",
+    "interval_dtype",
+    "merge_arrs",
+    "merged_dtype",
+    "peak_dtype",
     "publish",
+    "raw_record_dtype",
+    "record_dtype",
+    "remove_titles_from_dtype",
+    "sort_by_time",
     "split_array",
+    "split_by_containment",
+    "split_touching_windows",
+    "stable_argsort",
+    "stable_sort",
     "stream_info",
     "subscriber_plugin",
     "takes_config",
     "time_dt_fields",
     "time_fields",
+    "to_str_tuple",
+    "touching_windows",
+    "unpack_dtype",
 ]

@@ -230,3 +230,23 @@ def test_asyncio_run_from_user_code(ctx):
         return await ctx.aget_array("r", "pulse_basics")
 
     assert len(asyncio.run(app())) == 500
+
+
+def test_output_differing_only_in_titles_is_accepted_as_declared():
+    # strax compares dtypes without titles: returning untitled fields (or a titled slice of
+    # an input for an untitled declaration) is not an error, and the data gets the declared
+    # dtype
+    class Untitled(ax.Plugin):
+        depends_on = "pulses"
+        provides = "untitled"
+        dtype = ax.time_fields + [("area", np.float32)]
+
+        def compute(self, pulses):
+            out = np.zeros(len(pulses), [("time", np.int64), ("endtime", np.int64),
+                                         ("area", np.float32)])
+            out["time"], out["endtime"] = pulses["time"], ax.endtime(pulses)
+            return out
+
+    ctx = ax.Context(register=[*TOY_PLUGINS, Untitled])
+    got = ctx.get_array("r", "untitled")
+    assert got.dtype == np.dtype(Untitled.dtype) and len(got) == 500

@@ -1,6 +1,7 @@
 """Plugins: the base class and its family (strax's plugin types)."""
 
-from .base import Plugin, SaveWhen, Work, camel_to_snake
+from ..helpers import camel_to_snake
+from .base import Plugin, SaveWhen, Work
 from .cut import CutPlugin
 from .down_chunking import DownChunkingPlugin
 from .exhaust import ExhaustPlugin

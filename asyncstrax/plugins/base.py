@@ -14,7 +14,6 @@ protocol (``is_ready(chunk_i)``, ``source_finished()``, ``compute(chunk_i)``) or
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -31,9 +30,10 @@ from ..errors import (
     PluginError,
     PluginGaveWrongOutput,
 )
+from ..helpers import camel_to_snake, remove_titles_from_dtype
 from ..options import Option
 
-__all__ = ["Plugin", "SaveWhen", "Work", "camel_to_snake"]
+__all__ = ["Plugin", "SaveWhen", "Work"]
 
 
 class SaveWhen(IntEnum):
@@ -70,11 +70,6 @@ class Work:
                 for a in arrays:
                     total += a.nbytes
         return total
-
-
-def camel_to_snake(name: str) -> str:
-    """``PeakBasics`` -> ``peak_basics``: the default name of what a plugin provides."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
 def _as_tuple(x: Any) -> tuple[str, ...]:
@@ -390,12 +385,26 @@ class Plugin:
                 data_type=data_type,
             )
         if value.dtype != dtype:
-            raise PluginGaveWrongOutput(
-                f"compute returned an array of dtype {value.dtype}, but {data_type!r} is "
-                f"declared as {dtype}",
-                data_type=data_type,
-            )
+            value = _as_declared_dtype(value, dtype, data_type)
         return self.chunk(start=start, end=end, data=value, data_type=data_type)
+
+
+def _as_declared_dtype(value: np.ndarray, dtype: np.dtype, data_type: str) -> np.ndarray:
+    """``value`` viewed as ``dtype`` if the two differ only in field titles (strax compares
+    dtypes without titles); else the plugin broke its declaration."""
+    if remove_titles_from_dtype(value.dtype) == remove_titles_from_dtype(dtype):
+        got: Any = value.dtype.fields
+        want: Any = dtype.fields
+        if value.dtype.itemsize == dtype.itemsize and all(
+            got[n][1] == want[n][1] for n in dtype.names or ()
+        ):
+            return value.view(dtype)
+        return value.astype(dtype)
+    raise PluginGaveWrongOutput(
+        f"compute returned an array of dtype {value.dtype}, but {data_type!r} is declared as "
+        f"{dtype}",
+        data_type=data_type,
+    )
 
 
 def _as_wrong_output(error: AsyncstraxError) -> AsyncstraxError:

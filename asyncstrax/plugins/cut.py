@@ -22,7 +22,8 @@ import numpy as np
 from ..chunk import endtime
 from ..dtypes import time_fields
 from ..errors import InvalidConfiguration, PluginGaveWrongOutput
-from .base import Plugin, SaveWhen, camel_to_snake
+from ..helpers import camel_to_snake
+from .base import Plugin, SaveWhen
 
 __all__ = ["CutPlugin"]
 
