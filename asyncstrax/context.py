@@ -14,8 +14,10 @@ running loop, naming the async form instead of blocking it.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import warnings
+import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -588,7 +590,9 @@ class Context(StraxContextMethods):
                 "get_iter is the blocking form, called inside a running event loop; use "
                 "'async for chunk in ctx.aiter(...)' instead"
             )
-        return _drive(self.aiter(run_id, targets, **kwargs))
+        iterator = _drive(self.aiter(run_id, targets, **kwargs))
+        _open_iterators.add(iterator)
+        return iterator
 
 
 def _drive(agen: Any) -> Iterator[Chunk]:
@@ -602,6 +606,18 @@ def _drive(agen: Any) -> Iterator[Chunk]:
                 yield chunk
         finally:
             runner.run(agen.aclose())
+
+
+# get_iter iterators still open: a script may leave one unfinished at module level
+_open_iterators: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_iterators() -> None:
+    """Finish unfinished get_iter iterators while threads can still start: left to the
+    interpreter's final clean-up, closing one would wait forever for its loop's executor."""
+    for iterator in list(_open_iterators):
+        iterator.close()
 
 
 def _dependency_order(plugins: Iterable[Plugin]) -> list[Plugin]:

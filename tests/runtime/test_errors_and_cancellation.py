@@ -192,3 +192,32 @@ def test_native_async_source_error_names_plugin_and_chunk():
     with pytest.raises(ax.PluginError, match="FailingAsyncSource.*chunk 1|chunk 1.*") as info:
         ctx.get_array("r", "ticks")
     assert "ConnectionError: digitizer went away" in str(info.value)
+
+
+@pytest.mark.parametrize("stored", [False, True])
+def test_script_leaving_get_iter_unfinished_exits(tmp_path, stored):
+    # An iterator left open at module level is closed at exit while threads can still start;
+    # left to the interpreter's final clean-up, loading stored data made the exit hang.
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "leave_open.py"
+    script.write_text(
+        "import asyncstrax as ax\n"
+        "from toy_plugins import TOY_PLUGINS, PulseBasics\n"
+        "class ManyChunks(PulseBasics):\n"
+        "    rechunk_on_save = False  # stored as many chunks: the loader reads ahead\n"
+        f"ctx = ax.Context(storage={str(tmp_path / 'data')!r}, register=[*TOY_PLUGINS, ManyChunks],\n"
+        "                 config={'chunk_bounds': tuple(range(1000, 100000, 1000))})\n"
+        + ("ctx.make('r', 'pulse_basics')\n" if stored else "")
+        + "it = ctx.get_iter('r', 'pulse_basics')\n"
+        "for i, chunk in enumerate(it):\n"
+        "    if i == 2:\n"
+        "        break\n"
+        "print('left open', flush=True)\n")
+    tests_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": tests_dir})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "left open" and "Traceback" not in done.stderr
