@@ -473,7 +473,10 @@ class Context(StraxContextMethods):
     ) -> AsyncIterator[Chunk]:
         """The targets' chunks as they are made, with strax's selections applied: time range
         (``time_range``, ``seconds_range`` or ``time_within``), the context's
-        ``apply_data_function``, then ``selection`` and ``keep_columns``/``drop_columns``."""
+        ``apply_data_function``, then ``selection`` and ``keep_columns``/``drop_columns``.
+
+        To stop early, ``async with contextlib.aclosing(ctx.aiter(...)) as chunks`` cleans
+        up at the ``break``; otherwise the request stops when the loop finalizes the iterator."""
         check_time_selection(time_selection)
         for name in _MULTI_RUN_ARGS:
             kwargs.pop(name, None)

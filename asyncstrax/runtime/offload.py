@@ -67,9 +67,10 @@ class ThreadPool:
             except asyncio.CancelledError:
                 continue
 
-    def shutdown(self) -> None:
-        """Stop the threads; called after ``drain`` so the join is immediate."""
-        self._executor.shutdown(wait=True, cancel_futures=True)
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop the threads; called after ``drain`` so the join is immediate (``wait=False``:
+        queued jobs are dropped and running ones end on their own)."""
+        self._executor.shutdown(wait=wait, cancel_futures=True)
 
 
 class Window:

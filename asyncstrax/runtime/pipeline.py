@@ -495,6 +495,31 @@ class Pipeline:
             raise self._error
 
     async def _cleanup(self) -> None:
+        try:
+            await self._cleanup_steps()
+        except GeneratorExit:
+            # The coroutine running this is being destroyed (an async iterator left
+            # unfinished when its loop closed): no more awaiting, so let go without waiting.
+            self._abandon()
+            raise
+
+    def _abandon(self) -> None:
+        for task in self._tasks:
+            if not task.done():
+                task.cancel()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+        if self.process_pool is not None:
+            for plugin in self._in_workers:
+                self.process_pool.forget(plugin)
+            if self._own_process_pool:
+                self.process_pool.shutdown(kill=True)
+            else:
+                self.process_pool.trim()
+        if self._bar is not None:
+            self._bar.close()
+
+    async def _cleanup_steps(self) -> None:
         for task in self._tasks:
             if not task.done():
                 task.cancel()

@@ -221,3 +221,20 @@ def test_script_leaving_get_iter_unfinished_exits(tmp_path, stored):
                           timeout=60, env={**os.environ, "PYTHONPATH": tests_dir})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "left open" and "Traceback" not in done.stderr
+
+
+def test_break_out_of_aiter_at_the_end_of_asyncio_run_leaves_no_engine_thread():
+    # The iterator is finalized after main() returns, and asyncio.run closes the loop before
+    # that clean-up task ends: the pipeline then lets its threads go without awaiting.
+    ctx = ax.Context(register=TOY_PLUGINS, config={"chunk_bounds": tuple(range(1000, 99000, 1000))})
+
+    async def main():
+        async for _ in ctx.aiter("r", "pulse_basics"):
+            break
+
+    asyncio.run(main())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(
+            t.name.startswith("asyncstrax") for t in threading.enumerate()):
+        time.sleep(0.01)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("asyncstrax")]
