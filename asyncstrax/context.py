@@ -272,10 +272,7 @@ class Context(StraxContextMethods):
             plugin = plugins[dt]
             if id(plugin) in chosen or dt in loaded:
                 return
-            # A time range narrows only what a target loads: inputs of a computation must
-            # all cover the same span, which their own chunkings may not share.
-            loader = self._find_loader(run_id, dt, plugin,
-                                       time_range if dt in targets else None)
+            loader = self._find_loader(run_id, dt, plugin)
             if loader is not None and (dt in targets or not plugin.multi_output):
                 loaders.append(loader)
                 loaded.add(dt)
@@ -291,9 +288,25 @@ class Context(StraxContextMethods):
         computed = {dt for plugin in chosen.values() for dt in plugin.provides}
         stored = {loader.data_type for loader in loaders if loader.data_type in computed}
         loaders = [loader for loader in loaders if loader.data_type not in stored]
+        consumed = {dep for plugin in chosen.values() for dep in plugin.depends_on}
+        if time_range is not None and len(loaders) == 1 and loaders[0].data_type not in consumed:
+            # A time range narrows what a lone loaded target reads. Data a computation takes,
+            # or that is merged with another target, is read whole: those must cover the
+            # same span, which their own chunkings may not share.
+            dt = loaders[0].data_type
+            loaders = [self._find_loader(run_id, dt, plugins[dt], time_range)]
+        partial = [loader.data_type for loader in loaders if getattr(loader, "incomplete", False)]
+        if partial and chosen:
+            warnings.warn(
+                f"nothing computed from {partial} is saved: the run is not finished, so it "
+                f"would be saved from part of the run as if complete",
+                stacklevel=3,
+            )
         for plugin in chosen.values():
             self._check_creation_allowed(run_id, plugin)
             for dt in plugin.provides:
+                if partial:
+                    continue
                 if dt not in stored and self._should_save(plugin, dt, targets, to_save):
                     saver = self._make_saver(run_id, dt, plugin)
                     if saver is not None:

@@ -116,3 +116,23 @@ def test_a_failing_plugin_leaves_incomplete_data(tmp_path):
     assert ctx.is_stored("1", "things")
     assert [r["complete"] for r in list_stored(tmp_path)] == [True]
     np.testing.assert_array_equal(ctx.get_array("1", "things"), expected())
+
+
+def test_time_range_with_several_targets_reads_and_saves_whole_runs(tmp_path):
+    ctx = ax.Context(storage=FileStore(tmp_path), register=[Things, Doubled])
+    ctx.make("1", "things")
+    window = (2500, 4500)
+    inside = expected()
+    inside = inside[(inside["time"] >= window[0]) & (inside["endtime"] <= window[1])]
+    # doubled is computed from things: it must see all of things, and is saved whole
+    got = ctx.get_array("1", ["things", "doubled"], time_range=window)
+    assert len(got) == len(inside) > 0
+    np.testing.assert_array_equal(got["time"], inside["time"])
+    md = ctx.get_metadata("1", "doubled")
+    assert (md["start"], md["end"]) == (0, N * 1000)
+    assert sum(c["n"] for c in md["chunks"]) == len(expected())
+    # two stored targets with different chunkings (doubled was rechunked on save)
+    got = ctx.get_array("1", ["things", "doubled"], time_range=window)
+    np.testing.assert_array_equal(got["time"], inside["time"])
+    np.testing.assert_array_equal(ctx.get_array("1", "doubled", time_range=window)["x"],
+                                  2 * inside["x"])

@@ -43,6 +43,18 @@ class Gated(ax.Plugin):
                 await GATES[chunk_i].wait()
 
 
+class Doubled(ax.Plugin):
+    depends_on = "things"
+    provides = "doubled"
+    dtype = DTYPE
+    __version__ = "0.0.1"
+
+    def compute(self, things):
+        out = things.copy()
+        out["x"] *= 2
+        return out
+
+
 async def _wait_listed(ctx, n, timeout=10.0):
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -61,8 +73,9 @@ def test_growing_run_read_by_another_context(tmp_path):
 
     async def main():
         writer = ax.Context(storage=FileStore(tmp_path), register=[Gated])
-        live = ax.Context(storage=FileStore(tmp_path), register=[Gated], allow_incomplete=True)
-        default = ax.Context(storage=FileStore(tmp_path), register=[Gated])
+        live = ax.Context(storage=FileStore(tmp_path), register=[Gated, Doubled],
+                          allow_incomplete=True)
+        default = ax.Context(storage=FileStore(tmp_path), register=[Gated, Doubled])
         task = asyncio.create_task(writer.amake("1", "things"))
         try:
             for k in (1, 2):
@@ -73,6 +86,13 @@ def test_growing_run_read_by_another_context(tmp_path):
                 with pytest.warns(UserWarning, match=f"not finished.*up to time {k * 1000}"):
                     got = await asyncio.wait_for(live.aget_array("1", "things"), 10)
                 np.testing.assert_array_equal(got, np.concatenate([data_for(i) for i in range(k)]))
+                # made from part of the run: returned, never saved as if it were the whole
+                with pytest.warns(UserWarning) as said:
+                    doubled = await asyncio.wait_for(live.aget_array("1", "doubled"), 10)
+                said = " ".join(str(w.message) for w in said)
+                assert "not finished" in said and "nothing computed from ['things'] is saved" in said
+                assert len(doubled) == len(got)
+                assert not live.is_stored("1", "doubled")
                 # a default context never sees incomplete data
                 assert not default.is_stored("1", "things")
                 with pytest.raises(DataNotAvailable):
@@ -95,6 +115,7 @@ def test_growing_run_read_by_another_context(tmp_path):
         for ctx in (default, live):  # complete data: no warning
             np.testing.assert_array_equal(ctx.get_array("1", "things"),
                                           np.concatenate([data_for(i) for i in range(N)]))
+    assert len(default.get_array("1", "doubled")) == N * 10 and default.is_stored("1", "doubled")
 
 
 def test_dead_writer_is_not_a_growing_run(tmp_path):
