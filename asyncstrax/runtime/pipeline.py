@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -205,6 +206,8 @@ class Pipeline:
         # the plugins whose kernels forked workers inherit (ProcessPool.start)
         self._in_workers = [p for p in self.plugins if p.parallel == "process"]
         self._pool = ThreadPool(self.n_threads)
+        # set when the pipeline stops: a batch on a thread ends after its current step
+        self._stopping = threading.Event()
         monitor.task_started()  # the consumer of the targets
         for plugin in self.plugins:
             stats = PluginStats(plugin.name)
@@ -287,8 +290,9 @@ class Pipeline:
                 self.process_pool.unregister(key)
             return
         lane = ComputeLane(self._pool, self.max_workers if parallel else 1, stats)  # type: ignore[arg-type]
+        stopping = self._stopping
         await self._compute_loop(plugin, sync, outs, stats, lane, parallel,
-                                 lambda batch: lane.submit(_process_batch, plugin, batch))
+                                 lambda batch: lane.submit(_process_batch, plugin, batch, stopping))
 
     async def _open_inline_savers(self, plugin: Plugin) -> None:
         """A fused chain that saves data types itself needs their savers' folders first."""
@@ -415,7 +419,7 @@ class Pipeline:
         lane = ComputeLane(self._pool, 1, stats)  # type: ignore[arg-type]
         chunk_i = 0
         while True:
-            lane.submit(_source_batch, plugin, chunk_i)
+            lane.submit(_source_batch, plugin, chunk_i, self._stopping)
             outputs_list, finished = await lane.next_result()
             made = len(outputs_list)
             while outputs_list:  # emitted chunks are not kept here while the next is made
@@ -504,6 +508,7 @@ class Pipeline:
             raise
 
     def _abandon(self) -> None:
+        self._stopping.set()
         for task in self._tasks:
             if not task.done():
                 task.cancel()
@@ -520,6 +525,7 @@ class Pipeline:
             self._bar.close()
 
     async def _cleanup_steps(self) -> None:
+        self._stopping.set()
         for task in self._tasks:
             if not task.done():
                 task.cancel()
@@ -599,10 +605,15 @@ def _ready(plugin: Plugin) -> None:
     _run_hook(plugin, "warm_up", "_warmed_up")
 
 
-def _process_batch(plugin: Plugin, batch: list[Work]) -> list[dict[str, Chunk]]:
+def _process_batch(plugin: Plugin, batch: list[Work],
+                   stopping: threading.Event | None = None) -> list[dict[str, Chunk]]:
+    """Compute the steps of a batch; once ``stopping`` is set the rest are skipped (their
+    results would be dropped), so a cancelled request waits for one step, not a batch."""
     _setup(plugin)
     results: list[dict[str, Chunk]] = []
     for work in batch:
+        if stopping is not None and stopping.is_set():
+            break
         try:
             results.extend(plugin.process_work(work))
         except AsyncstraxError as error:
@@ -618,14 +629,18 @@ def _process_batch(plugin: Plugin, batch: list[Work]) -> list[dict[str, Chunk]]:
     return results
 
 
-def _source_batch(plugin: Plugin, first_chunk_i: int) -> tuple[list[dict[str, Chunk]], bool]:
-    """Compute every ready chunk of a strax-style source (up to a batch); report if finished."""
+def _source_batch(plugin: Plugin, first_chunk_i: int, stopping: threading.Event | None = None,
+                  ) -> tuple[list[dict[str, Chunk]], bool]:
+    """Compute every ready chunk of a strax-style source (up to a batch, or until
+    ``stopping``); report if finished."""
     _ready(plugin)
     results: list[dict[str, Chunk]] = []
     nbytes = 0
     chunk_i = first_chunk_i
     try:
         while len(results) < BATCH_MAX_STEPS and nbytes < BATCH_MAX_BYTES:
+            if stopping is not None and stopping.is_set():
+                break
             if not plugin.is_ready(chunk_i):
                 return results, (not results and plugin.source_finished())
             result = plugin.call_compute({}, 0, 0, chunk_i) if plugin._compute_args else (

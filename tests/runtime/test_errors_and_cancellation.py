@@ -238,3 +238,39 @@ def test_break_out_of_aiter_at_the_end_of_asyncio_run_leaves_no_engine_thread():
             t.name.startswith("asyncstrax") for t in threading.enumerate()):
         time.sleep(0.01)
     assert not [t.name for t in threading.enumerate() if t.name.startswith("asyncstrax")]
+
+
+class CountedBasics(PulseBasics):
+    """Counts its steps; each holds its thread for a while."""
+
+    steps = 0
+
+    def compute(self, pulses):
+        type(self).steps += 1
+        time.sleep(0.02)
+        return super().compute(pulses)
+
+
+class CountedParallelBasics(CountedBasics):
+    parallel = True
+
+
+@pytest.mark.parametrize("plugin, workers", [(CountedBasics, 1), (CountedParallelBasics, 2)])
+def test_cancelling_waits_for_the_current_step_not_the_whole_batch(plugin, workers):
+    # The source makes many small chunks at once, so the steps reach the thread in batches.
+    ctx = ax.Context(register=[*TOY_PLUGINS, plugin], max_workers=workers,
+                     config={"chunk_bounds": tuple(range(500, 99_500, 500))})
+
+    async def main():
+        plugin.steps = 0
+        task = asyncio.create_task(ctx.aget_array("r", "pulse_basics"))
+        while plugin.steps < 3:
+            await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return plugin.steps
+
+    steps = asyncio.run(main())
+    assert steps <= 3 + 2 * workers  # the steps under way, not the rest of a batch (up to 64)
+    assert no_engine_threads()
