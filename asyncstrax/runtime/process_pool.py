@@ -523,7 +523,20 @@ class ProcessPool:
     # ------------------------------------------------------------------ life cycle
     @property
     def started(self) -> bool:
-        return self._state.executor is not None
+        return self._state.executor is not None and not self._drop_if_broken()
+
+    def _drop_if_broken(self) -> bool:
+        """Retire the executor if a worker died since the last job (killed while idle, say):
+        the next request then gets fresh workers instead of the old executor's failure."""
+        executor = self._state.executor
+        if executor is None:
+            return False
+        processes = getattr(executor, "_processes", None) or {}
+        if getattr(executor, "_broken", False) or any(
+                p.exitcode is not None for p in processes.values()):
+            self._retire(executor)
+            return True
+        return False
 
     def start(self, plugins: Sequence[Plugin] = ()) -> None:
         """Create the workers (idempotent; also after a worker died, with fresh ones).
@@ -534,7 +547,7 @@ class ProcessPool:
         with self._start_lock:
             if self._closed:
                 raise ProcessPoolClosed("the process pool is closed")
-            if self._state.executor is not None:
+            if self._state.executor is not None and not self._drop_if_broken():
                 return
             ctx = mp.get_context(self.start_method)
             forked = self.start_method == "fork"

@@ -434,3 +434,22 @@ def test_context_end_to_end(clean):
             ctx2.close()
     finally:
         ctx.close()
+
+
+def test_worker_killed_between_requests_is_replaced(clean):
+    # The pool is idle when a worker dies (the OOM killer, an operator): the next request
+    # gets fresh workers rather than the broken pool's failure.
+    ctx = ax.Context(register=[Pulses, ProcessBasics], max_workers=2,
+                     config={"chunk_bounds": (10_000, 25_000, 60_000, 65_000, 90_000)})
+    try:
+        first = ctx.get_array("r", "pulse_basics")
+        victim = ctx._process_pool.worker_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{victim}/stat") and \
+                open(f"/proc/{victim}/stat").read().split()[2] != "Z":
+            time.sleep(0.01)
+        np.testing.assert_array_equal(ctx.get_array("r", "pulse_basics"), first)
+        assert victim not in ctx._process_pool.worker_pids()
+    finally:
+        ctx.close()
