@@ -526,6 +526,9 @@ class Pipeline:
 
     async def _cleanup_steps(self) -> None:
         self._stopping.set()
+        # Tasks cancelled one by one look, to the stall monitor, like a graph that cannot
+        # move: that is the stop itself, not a deadlock to report as the run's failure.
+        self._monitor.on_deadlock.clear()
         for task in self._tasks:
             if not task.done():
                 task.cancel()

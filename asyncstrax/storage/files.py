@@ -569,6 +569,7 @@ class FileSaver:
         self._done = False
         self._state_lock = threading.Lock()
         self._abort_error: BaseException | None = None
+        self._finalizing = False  # set, under _state_lock, once the folder is being finished
         # Live metadata: chunk entries written so far, published in order (see _chunk_written).
         self._publish_lock = threading.Lock()
         self._written: dict[int, dict] = {}
@@ -728,6 +729,15 @@ class FileSaver:
                 raise self._storage_error(f"cannot start writing {self.final}", error) from None
 
     def _finalize(self) -> str:
+        # An abort (the request cancelled while this runs on its thread) either came first,
+        # and nothing is finalized, or waits: every chunk is written, the data is complete.
+        with self._state_lock:
+            if self._abort_error is not None:
+                return "aborted"
+            self._finalizing = True
+            return self._finalize_folder()
+
+    def _finalize_folder(self) -> str:
         self._close_publishing()
         md = self.metadata
         if md["chunks"]:
@@ -791,6 +801,8 @@ class FileSaver:
             self._in_flight.clear()
             # Held briefly by _open (a mkdir and a small write) if it is running right now.
             with self._state_lock:
+                if self._finalizing:
+                    return  # finished writing before the failure: complete data, kept
                 self._abort_error = error
                 if self.folder is not None:
                     self._record_failure(error)

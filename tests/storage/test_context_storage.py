@@ -136,3 +136,57 @@ def test_time_range_with_several_targets_reads_and_saves_whole_runs(tmp_path):
     np.testing.assert_array_equal(got["time"], inside["time"])
     np.testing.assert_array_equal(ctx.get_array("1", "doubled", time_range=window)["x"],
                                   2 * inside["x"])
+
+
+def test_cancelled_while_finishing_the_folder_keeps_complete_data(tmp_path, monkeypatch):
+    # Every chunk is written and the folder is being finished on its thread when the request
+    # is cancelled: the abort waits for it, and the data is complete, not marked failed.
+    import asyncio
+    import threading
+    import time
+
+    from asyncstrax.storage import files
+
+    finishing = threading.Event()
+    finish = files.FileSaver._finalize_folder
+
+    def slow_finish(self):
+        finishing.set()
+        time.sleep(0.3)  # an fsync on a slow disk
+        return finish(self)
+
+    monkeypatch.setattr(files.FileSaver, "_finalize_folder", slow_finish)
+    ctx = ax.Context(storage=FileStore(tmp_path), register=[Things])
+
+    async def main():
+        task = asyncio.create_task(ctx.amake("1", "things"))
+        while not finishing.is_set():
+            await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert ctx.is_stored("1", "things")
+    md = ctx.get_metadata("1", "things")
+    assert "exception" not in md and "writing_ended" in md
+    assert sorted(os.listdir(tmp_path)) == [str(ctx.key_for("1", "things"))]
+    np.testing.assert_array_equal(ctx.get_array("1", "things"), expected())
+
+
+def test_cancelled_run_records_the_cancellation_as_its_failure(tmp_path):
+    import asyncio
+    import json
+
+    ctx = ax.Context(storage=FileStore(tmp_path), register=[SlowThings])
+
+    async def main():
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(ctx.aget_array("1", "things"), 0.05)
+
+    asyncio.run(main())
+    assert not ctx.is_stored("1", "things")
+    (folder,) = os.listdir(tmp_path)
+    (md_file,) = [f for f in os.listdir(tmp_path / folder) if f.endswith("metadata.json")]
+    md = json.loads((tmp_path / folder / md_file).read_text())
+    assert md["exception"].rstrip().splitlines()[-1].startswith("CancelledError: writing was")
