@@ -65,7 +65,8 @@ def _new_lock(folder: str) -> int | None:
     take it for a dead writer's lock in between): lock a file under a private name, then rename
     it into place."""
     private = os.path.join(folder, f"{LOCK_NAME}.{secrets.token_hex(4)}")
-    fd = os.open(private, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    # 0o666 less the umask, as for the data files: a group sharing a store can judge it
+    fd = os.open(private, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
     if fcntl is not None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
     os.rename(private, os.path.join(folder, LOCK_NAME))
@@ -76,7 +77,12 @@ def _take_lock(path: str) -> int | None:
     """An fd holding the exclusive lock on an existing lock file; None if held or missing."""
     try:
         fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
+    except PermissionError:
+        try:  # another user's lock file: flock needs only a read-only descriptor
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+    except OSError:
         return None
     if fcntl is None:  # pragma: no cover - Windows: never judge a folder stale
         os.close(fd)

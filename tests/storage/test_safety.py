@@ -343,3 +343,46 @@ async def test_many_concurrent_savers_stress(tmp_path):
         assert outcomes.count("saved") >= 1 and set(outcomes) <= {"saved", "lost"}
         assert os.listdir(store.path) == [os.path.basename(store.folder(plugin.key()))]
         assert_same_chunks(chunks, await load_chunks(store, plugin.key(), plugin))
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0
+                    or not __import__("shutil").which("setpriv"),
+                    reason="needs root and setpriv to run a second writer as another user")
+def test_stale_folder_of_another_user_in_a_shared_store(tmp_path):
+    # A group shares a store (umask 002): a writer of user A was killed, then user B (same
+    # group) saves the same data. Its lock file must not stop B judging the folder stale.
+    import shutil
+    import tempfile
+
+    store = tempfile.mkdtemp(prefix="asx_shared_")  # pytest's tmp_path is private to root
+    try:
+        _stale_folder_of_another_user(store, tmp_path)
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
+
+
+def _stale_folder_of_another_user(store, cwd):
+    import signal
+    import subprocess
+    import sys
+
+    os.chmod(store, 0o777)
+    final = os.path.join(store, "r-things-abcdefghij")
+    writer = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\nfrom asyncstrax.storage import tempdirs\n"
+         f"tempdirs.claim({final!r}); print('claimed', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, umask=0o002)
+    assert writer.stdout.readline().strip() == "claimed"
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+    other = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=0", "--clear-groups", sys.executable, "-c",
+         "from asyncstrax.storage import tempdirs\n"
+         f"print(tempdirs.remove_stale({final!r}))\n"
+         f"print(tempdirs.claim({final!r}).path)"],
+        capture_output=True, text=True, umask=0o002, timeout=60, cwd=cwd)
+    assert other.returncode == 0, other.stderr
+    removed, claimed = other.stdout.strip().splitlines()
+    assert removed == repr([final + tempdirs.TEMP_SUFFIX])
+    assert claimed == final + tempdirs.TEMP_SUFFIX
