@@ -88,7 +88,14 @@ def parse_folder_name(name: str) -> tuple[str, str, str, bool] | None:
 
 
 def check_run_id(run_id: str) -> None:
-    if "-" in str(run_id):
+    """A run id must make one folder name inside the store, as strax's file names need."""
+    text = str(run_id)
+    if "/" in text or "\\" in text or "\0" in text:
+        raise ValueError(
+            f"run_id {run_id!r} contains a path separator: its data would be saved outside "
+            f"the store; run ids are names, not paths"
+        )
+    if "-" in text:
         raise ValueError(
             f"run_id {run_id!r} contains '-', which the file store (like strax's) cannot use "
             f"in folder names; replace it with '_'"

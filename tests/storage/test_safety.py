@@ -161,6 +161,16 @@ def test_unwritable_path_is_a_storage_error(tmp_path):
         store.saver(plugin.key(), plugin=plugin)
 
 
+@pytest.mark.parametrize("run_id", ["../escaped", "/abs/path", "a/b"])
+def test_a_run_id_that_is_a_path_is_refused(tmp_path, run_id):
+    store = FileStore(tmp_path / "store")
+    plugin = StubPlugin("things", ENDTIME_DTYPE)
+    with pytest.raises(StorageError, match="path separator"):
+        store.saver(plugin.key(run_id), plugin=plugin)
+    assert os.listdir(tmp_path) in ([], ["store"])  # nothing written, inside or outside
+    assert not os.path.exists(tmp_path / "store") or not os.listdir(tmp_path / "store")
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
 def test_permission_denied_is_a_storage_error(tmp_path):
     tmp_path.chmod(0o555)
