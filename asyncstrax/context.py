@@ -664,10 +664,17 @@ def _type_str(dtype: np.dtype) -> str:
     return str(dtype)
 
 
-def to_dataframe(data: np.ndarray) -> Any:
-    """A pandas DataFrame of a structured array; multi-dimensional fields are left out."""
+def to_dataframe(data: np.ndarray, warn: bool = True) -> Any:
+    """A pandas DataFrame of a structured array; multi-dimensional fields (waveforms) are
+    left out, with a warning naming them: a column of per-row arrays (strax's choice) costs a
+    Python object per row and defeats pandas' operations. ``get_array`` keeps them."""
     import pandas as pd
 
     fields: Any = data.dtype.fields
     names = [n for n in data.dtype.names or () if fields[n][0].shape == ()]
+    left_out = [n for n in data.dtype.names or () if n not in names]
+    if left_out and warn:
+        warnings.warn(f"get_df leaves out the multi-dimensional fields {left_out}; use "
+                      f"get_array to read them (keep_columns without them: no warning)",
+                      stacklevel=3)
     return pd.DataFrame({n: data[n] for n in names})

@@ -872,7 +872,7 @@ def lazy_dataframe(
                                     metadata["dtype"], metadata.get("compressor", "blosc"),
                                     chunk_i, info, offset))
             offset += n
-    meta_all = to_dataframe(np.zeros(0, dtype))
+    meta_all = to_dataframe(np.zeros(0, dtype), warn=False)
     meta_all.insert(0, "run_id", pd.Series([], dtype=object))
     meta = meta_all[wanted]
     if not parts:

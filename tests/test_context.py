@@ -250,3 +250,27 @@ def test_output_differing_only_in_titles_is_accepted_as_declared():
     ctx = ax.Context(register=[*TOY_PLUGINS, Untitled])
     got = ctx.get_array("r", "untitled")
     assert got.dtype == np.dtype(Untitled.dtype) and len(got) == 500
+
+
+def test_get_df_says_which_multidimensional_fields_it_leaves_out():
+    class Waves(ax.Plugin):
+        depends_on = "pulses"
+        provides = "waves"
+        dtype = ax.time_fields + [("wave", np.float32, 4), ("area", np.float32)]
+
+        def compute(self, pulses):
+            out = np.zeros(len(pulses), self.dtype)
+            out["time"], out["endtime"] = pulses["time"], ax.endtime(pulses)
+            out["wave"] = np.arange(4)
+            return out
+
+    ctx = ax.Context(register=[*TOY_PLUGINS, Waves])
+    with pytest.warns(UserWarning, match=r"leaves out the multi-dimensional fields \['wave'\]"):
+        df = ctx.get_df("r", "waves")
+    assert list(df.columns) == ["time", "endtime", "area"]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert list(ctx.get_df("r", "waves", keep_columns=["time", "area"]).columns) == [
+            "time", "area"]

@@ -131,6 +131,8 @@ class Pipeline:
         self._tasks: list[asyncio.Task] = []
         self._error: BaseException | None = None
         self._started = False
+        # set when the pipeline stops: a batch on a thread ends after its current step
+        self._stopping = threading.Event()
         self._finished = False
         self._pool: ThreadPool | None = None
         self._channels: dict[str, Channel] = {}
@@ -206,8 +208,6 @@ class Pipeline:
         # the plugins whose kernels forked workers inherit (ProcessPool.start)
         self._in_workers = [p for p in self.plugins if p.parallel == "process"]
         self._pool = ThreadPool(self.n_threads)
-        # set when the pipeline stops: a batch on a thread ends after its current step
-        self._stopping = threading.Event()
         monitor.task_started()  # the consumer of the targets
         for plugin in self.plugins:
             stats = PluginStats(plugin.name)
@@ -528,7 +528,8 @@ class Pipeline:
         self._stopping.set()
         # Tasks cancelled one by one look, to the stall monitor, like a graph that cannot
         # move: that is the stop itself, not a deadlock to report as the run's failure.
-        self._monitor.on_deadlock.clear()
+        if hasattr(self, "_monitor"):
+            self._monitor.on_deadlock.clear()
         for task in self._tasks:
             if not task.done():
                 task.cancel()
