@@ -268,7 +268,10 @@ class Pipeline:
             stats.chunks += 1
             stats.items += len(chunk)
             stats.bytes_out += chunk.nbytes
-            await channel.put(chunk)
+            try:
+                await channel.put(chunk)
+            except AsyncstraxError as error:  # a gap or overlap between this one's chunks
+                raise error.add_context(plugin=stats.name)
 
     async def _run_compute(
         self, plugin: Plugin, sync: InputSync, outs: list[Channel], stats: PluginStats

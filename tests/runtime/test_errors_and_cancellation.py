@@ -194,6 +194,21 @@ def test_native_async_source_error_names_plugin_and_chunk():
     assert "ConnectionError: digitizer went away" in str(info.value)
 
 
+class GappySource(AsyncSource):
+    async def iterate(self):
+        for i, start in enumerate((0, 10, 25)):  # the third chunk leaves a gap [20, 25)
+            d = np.zeros(1, self.dtype)
+            d["time"], d["endtime"] = start, start + 1
+            yield self.chunk(start=start, end=start + 10, data=d)
+
+
+def test_gap_between_source_chunks_names_the_source():
+    ctx = ax.Context(register=[GappySource])
+    with pytest.raises(ax.ChunkContinuityError, match="previous chunk ended at 20") as info:
+        ctx.get_array("r", "ticks")
+    assert info.value.plugin == "GappySource" and info.value.chunk_i == 2
+
+
 @pytest.mark.parametrize("stored", [False, True])
 def test_script_leaving_get_iter_unfinished_exits(tmp_path, stored):
     # An iterator left open at module level is closed at exit while threads can still start;
