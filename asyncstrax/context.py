@@ -507,15 +507,20 @@ class Context(StraxContextMethods):
                 if not chunk_overlaps(chunk.start, chunk.end, time_range):
                     continue
                 data = chunk.data
+                start, end = chunk.start, chunk.end
                 if time_range is not None:
                     data = select_time_range(data, time_range, time_selection)
+                    if time_selection == "fully_contained":  # items lie inside: as strax,
+                        start = max(start, time_range[0])  # the chunk spans only the range
+                        end = min(end, time_range[1])
                 if shaping:
                     data = self.apply_data_functions(data, run_id, targets)
                     data = apply_request_selection(data, selection, keep_columns, drop_columns)
-                if data is not chunk.data:
+                if data is not chunk.data or (start, end) != (chunk.start, chunk.end):
                     # A selection of a checked chunk's items is still valid; unchecked because
                     # keep_columns may drop the time fields, as strax allows.
-                    selected = Chunk.__new__(Chunk)._init_view(chunk, chunk.start, data)
+                    selected = Chunk.__new__(Chunk)._init_view(chunk, start, data)
+                    selected.end = end
                     selected.dtype = data.dtype
                     chunk = selected
                 yield chunk

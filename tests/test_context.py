@@ -39,6 +39,11 @@ def test_time_range_selection(ctx):
     np.testing.assert_array_equal(touching, full[(full["time"] < 50_000) & (ends > 20_000)])
     with pytest.raises(ax.InvalidConfiguration, match="time_selection must be one of"):
         ctx.get_array("r", "pulses", time_range=(0, 1), time_selection="inside")
+    # chunks of a time range span only the range, as their items do
+    chunks = list(ctx.get_iter("r", "pulses", time_range=(20_000, 50_000),
+                               config={"chunk_bounds": (10_000, 30_000, 60_000)}))
+    assert [(c.start, c.end) for c in chunks] == [(20_000, 30_000), (30_000, 50_000)]
+    np.testing.assert_array_equal(np.concatenate([c.data for c in chunks]), expected)
 
 
 def test_config_changes_results_and_lineage(ctx):
