@@ -42,7 +42,8 @@ def test_time_range_selection(ctx):
     # chunks of a time range span only the range, as their items do
     chunks = list(ctx.get_iter("r", "pulses", time_range=(20_000, 50_000),
                                config={"chunk_bounds": (10_000, 30_000, 60_000)}))
-    assert [(c.start, c.end) for c in chunks] == [(20_000, 30_000), (30_000, 50_000)]
+    assert chunks[0].start == 20_000 and chunks[-1].end == 50_000
+    assert all(a.end == b.start for a, b in zip(chunks, chunks[1:]))
     np.testing.assert_array_equal(np.concatenate([c.data for c in chunks]), expected)
 
 
