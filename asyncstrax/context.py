@@ -263,6 +263,11 @@ class Context(StraxContextMethods):
         plugins = dict(_plugins) if _plugins is not None else self.get_plugins(
             run_id, targets, config)
         to_save = set(_as_targets(save))
+        for dt in sorted(to_save & set(plugins)):
+            if self._save_when(plugins[dt], dt) == SaveWhen.NEVER:
+                raise InvalidConfiguration(
+                    f"save asks for {dt!r}, but {plugins[dt].name} never lets it be saved "
+                    f"(save_when NEVER)", plugin=plugins[dt].name, data_type=dt)
         chosen: dict[int, Plugin] = {}
         loaders: list[Any] = []
         loaded: set[str] = set()
@@ -398,11 +403,15 @@ class Context(StraxContextMethods):
                 data_type=made[0], run_id=run_id,
             )
 
-    def _should_save(self, plugin: Plugin, dt: str, targets: tuple, save: set) -> bool:
+    @staticmethod
+    def _save_when(plugin: Plugin, dt: str) -> SaveWhen:
         when = plugin.save_when
         if isinstance(when, Mapping):
             when = when.get(dt, SaveWhen.ALWAYS)
-        when = SaveWhen(when)
+        return SaveWhen(when)
+
+    def _should_save(self, plugin: Plugin, dt: str, targets: tuple, save: set) -> bool:
+        when = self._save_when(plugin, dt)
         if when == SaveWhen.NEVER:
             return False
         if when == SaveWhen.ALWAYS:

@@ -584,3 +584,14 @@ def test_multi_output_plugin_with_only_some_outputs_stored(st):
 def test_register_all_as_a_context_argument():
     st = Context(register_all=ssp)
     assert "pulse_info" in st._plugin_class_registry
+
+
+def test_saving_what_a_plugin_never_saves_is_refused(st):
+    class NeverSaved(ssp.PulseBasics):
+        save_when = strax.SaveWhen.NEVER
+
+    st.register(NeverSaved)
+    with pytest.raises(strax.InvalidConfiguration, match="never lets it be saved"):
+        st.make("r1", "pulse_basics", save="pulse_basics")
+    st.make("r1", "pulse_basics")
+    assert not st.is_stored("r1", "pulse_basics")

@@ -196,7 +196,7 @@ def test_native_async_source_error_names_plugin_and_chunk():
 
 class GappySource(AsyncSource):
     async def iterate(self):
-        for i, start in enumerate((0, 10, 25)):  # the third chunk leaves a gap [20, 25)
+        for start in (0, 10, 25):  # the third chunk leaves a gap [20, 25)
             d = np.zeros(1, self.dtype)
             d["time"], d["endtime"] = start, start + 1
             yield self.chunk(start=start, end=start + 10, data=d)
