@@ -19,14 +19,14 @@ import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from ..chunk import Chunk, concat_arrays, merge_arrays
 from ..errors import AsyncstraxError, InvalidConfiguration, PluginError
 from ..plugins.base import Plugin, Work
 from .channel import DEFAULT_CAPACITY_BYTES, Channel, ChannelReader, StallMonitor
 from .offload import ComputeLane, PluginStats, ThreadPool
-from .process_pool import ProcessLane, ProcessPool
+from .process_pool import ProcessLane, ProcessPool, ProcessPoolClosed
 from .sync import InputSync
 
 __all__ = ["Consumer", "Pipeline", "PipelineSummary", "Producer"]
@@ -279,23 +279,33 @@ class Pipeline:
         parallel = bool(plugin.parallel) and self.max_workers > 1
         await self._open_inline_savers(plugin)
         if parallel and plugin.parallel == "process":
-            if self.process_pool is None:
-                self.process_pool = ProcessPool(self.max_workers)
-                self._own_process_pool = True
-            await self.process_pool.astart(self._in_workers)
-            key = self.process_pool.register(plugin)
-            lane: ComputeLane | ProcessLane = ProcessLane(self.process_pool, self.max_workers, stats)
             try:
-                await self._compute_loop(plugin, sync, outs, stats, lane, parallel,
-                                         lambda batch: cast(ProcessLane, lane).submit_batch(key, batch))
-            finally:
-                await lane.aclose()  # type: ignore[union-attr]
-                self.process_pool.unregister(key)
+                await self._run_compute_in_workers(plugin, sync, outs, stats)
+            except ProcessPoolClosed as error:  # the context was closed during the request
+                raise error.add_context(
+                    plugin=plugin.name, run_id=self.run_id,
+                    data_type=None if plugin.multi_output else plugin.provides[0])
             return
         lane = ComputeLane(self._pool, self.max_workers if parallel else 1, stats)  # type: ignore[arg-type]
         stopping = self._stopping
         await self._compute_loop(plugin, sync, outs, stats, lane, parallel,
                                  lambda batch: lane.submit(_process_batch, plugin, batch, stopping))
+
+    async def _run_compute_in_workers(
+        self, plugin: Plugin, sync: InputSync, outs: list[Channel], stats: PluginStats
+    ) -> None:
+        if self.process_pool is None:
+            self.process_pool = ProcessPool(self.max_workers)
+            self._own_process_pool = True
+        await self.process_pool.astart(self._in_workers)
+        key = self.process_pool.register(plugin)
+        lane = ProcessLane(self.process_pool, self.max_workers, stats)
+        try:
+            await self._compute_loop(plugin, sync, outs, stats, lane, True,
+                                     lambda batch: lane.submit_batch(key, batch))
+        finally:
+            await lane.aclose()
+            self.process_pool.unregister(key)
 
     async def _open_inline_savers(self, plugin: Plugin) -> None:
         """A fused chain that saves data types itself needs their savers' folders first."""
