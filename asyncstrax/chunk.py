@@ -13,7 +13,7 @@ single non-empty chunk returns its array as is.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -362,7 +362,7 @@ class Chunk:
                     run_id=first.run_id,
                     time_range=(first.start, first.end),
                 )
-        data = merge_arrays([c.data for c in chunks])
+        data = merge_arrays([c.data for c in chunks], [c.data_type for c in chunks])
         return Chunk(
             data_type=data_type,
             data_kind=first.data_kind,
@@ -408,12 +408,24 @@ def merged_dtype(dtypes: Sequence[np.dtype]) -> np.dtype:
     return np.dtype(descr)
 
 
-def merge_arrays(arrays: Sequence[np.ndarray]) -> np.ndarray:
+def merged_dtype_of(dtypes: Mapping[str, np.dtype]) -> np.dtype:
+    """The merged dtype of data types of one kind, ``{data_type: dtype}``: fields in the order
+    of the data types' names, as strax orders them whatever the order of ``depends_on``."""
+    return merged_dtype([np.dtype(dtypes[dt]) for dt in sorted(dtypes)])
+
+
+def merge_arrays(arrays: Sequence[np.ndarray],
+                 data_types: Sequence[str] | None = None) -> np.ndarray:
     """Field-wise merge of equal-length structured arrays into one new array.
 
     On a field name shared by several arrays the last array's values are kept, as in strax.
+    With ``data_types`` (one per array) the fields come in the order of the data types' names
+    (``merged_dtype_of``), as strax's.
     """
-    dtype = merged_dtype([a.dtype for a in arrays])
+    if data_types is None:
+        dtype = merged_dtype([a.dtype for a in arrays])
+    else:
+        dtype = merged_dtype_of({dt: a.dtype for dt, a in zip(data_types, arrays)})
     out = np.empty(len(arrays[0]), dtype=dtype)
     for a in arrays:
         for name in a.dtype.names or ():

@@ -588,10 +588,10 @@ class Context(StraxContextMethods):
             self.last_summary = pipeline.summary
 
     def _target_dtype(self, run_id: str, targets: str | Sequence[str]) -> np.dtype:
-        from .chunk import merged_dtype
+        from .chunk import merged_dtype_of
 
         plugins = self.get_plugins(run_id, targets)
-        return merged_dtype([plugins[t].dtype_for(t) for t in _as_targets(targets)])
+        return merged_dtype_of({t: plugins[t].dtype_for(t) for t in _as_targets(targets)})
 
     # ------------------------------------------------------------------ sync requests
     def get_array(self, run_id: str, targets: str | Sequence[str], **kwargs: Any) -> np.ndarray:

@@ -299,7 +299,7 @@ class Plugin:
                     f"range: {lengths}; data types of one kind must correspond one to one",
                     time_range=(work.start, work.end),
                 )
-            merged[kind] = merge_arrays(arrays)
+            merged[kind] = merge_arrays(arrays, [dt for dt, _ in pieces])
         return merged
 
     def process_work(self, work: Work) -> list[dict[str, Chunk]]:

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..chunk import merged_dtype
+from ..chunk import merged_dtype_of
 from ..errors import InvalidConfiguration
 from .base import Plugin, SaveWhen, Work
 
@@ -29,7 +29,7 @@ class MergeOnlyPlugin(Plugin):
         if len(self.depends_on) == 1:
             (dt,) = self.depends_on
             return self.deps[dt].dtype_for(dt)
-        return merged_dtype([self.deps[dt].dtype_for(dt) for dt in sorted(self.depends_on)])
+        return merged_dtype_of({dt: self.deps[dt].dtype_for(dt) for dt in self.depends_on})
 
     def _fix_declarations(self) -> None:
         if self.multi_output:

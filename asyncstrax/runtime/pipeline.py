@@ -483,8 +483,9 @@ class Pipeline:
             await self._finish()
         if work is None or work.flush:
             return None
-        arrays = [concat_arrays(arrs) for _, arrs in work.parts[next(iter(work.parts))]]
-        data = merge_arrays(arrays) if len(arrays) > 1 else arrays[0]
+        pieces = work.parts[next(iter(work.parts))]
+        arrays = [concat_arrays(arrs) for _, arrs in pieces]
+        data = merge_arrays(arrays, [dt for dt, _ in pieces]) if len(arrays) > 1 else arrays[0]
         first = self._channels[self.targets[0]]
         return Chunk(
             data_type="+".join(self.targets),

@@ -77,9 +77,9 @@ def _warm_up_with_empty_inputs(plugin: Plugin) -> None:
     kinds = plugin.dependencies_by_kind()
     inputs = {}
     for kind, data_types in kinds.items():
-        from ..chunk import merged_dtype
+        from ..chunk import merged_dtype_of
 
-        dtype = merged_dtype([plugin.deps[dt].dtype_for(dt) for dt in data_types])
+        dtype = merged_dtype_of({dt: plugin.deps[dt].dtype_for(dt) for dt in data_types})
         inputs[kind] = np.zeros(0, dtype)
     plugin.call_compute(inputs, 0, 0, 0)
 
