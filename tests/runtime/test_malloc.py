@@ -21,9 +21,13 @@ PROGRAM = textwrap.dedent("""
 
     ax.Context()
     held = []
+    together = threading.Barrier(4)
 
     def allocate():
+        # all four alive at once: a thread that had exited would hand its arena to the next
+        together.wait()
         held.append(np.ones(2000))  # 16 kB: from an arena, not mmap
+        together.wait()
 
     threads = [threading.Thread(target=allocate) for _ in range(4)]
     for t in threads:
