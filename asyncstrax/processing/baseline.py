@@ -28,7 +28,8 @@ def baseline(records, baseline_samples=40, flip=True, fallback_baseline=16000.0)
     """Baseline records (record_dtype) in place, as strax's ``baseline``.
 
     For the first fragment of a pulse (``record_i == 0``) the baseline is the mean of its first
-    ``baseline_samples`` samples; later fragments reuse the last baseline seen in their channel,
+    ``baseline_samples`` samples (of all it has, if fewer; see raw_to_records for this and the
+    other corner cases where strax differs); later fragments reuse the last baseline seen in their channel,
     so records must be sorted by time (or by channel, then time). A continuation fragment whose
     first fragment is not in the array gets ``fallback_baseline`` and a NaN rms (strax raises
     unless ``allow_sloppy_chunking``; chunks of our simulator never cut pulses).
@@ -125,8 +126,13 @@ def _raw_to_records(raw, out, baseline_samples, flip, fallback_baseline):
 def raw_to_records(raw_records, baseline_samples=40, flip=True, fallback_baseline=16000.0, out=None):
     """Return records (record_dtype) from raw_records: copied, baselined, flipped, integrated.
 
-    Equivalent to strax's ``raw_to_records`` + ``baseline`` + ``integrate`` (+ zeroing beyond
-    ``length``) in a single pass over the data. Pass ``out`` (a record_dtype array of the same
+    strax's ``raw_to_records`` + ``baseline`` + ``integrate`` (+ zeroing beyond ``length``)
+    in a single pass over the data, with the same results except in three corner cases, where
+    strax's results are artefacts: a pulse whose first record is shorter than
+    ``baseline_samples`` is baselined on the samples it has (strax averages the zero padding
+    in, giving a baseline thousands of ADC low); a sample beyond the int16 range is clipped
+    (strax wraps it around); a first record of length 0 leaves the channel's baseline as it was
+    (strax sets 0). Pass ``out`` (a record_dtype array of the same
     length) to reuse a buffer: fresh memory is slow to touch on first use.
     """
     spr = record_length_from_dtype(raw_records.dtype)

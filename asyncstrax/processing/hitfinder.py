@@ -21,7 +21,8 @@ def channel_thresholds(min_amplitude, n_channels):
 
 
 @numba.njit(nogil=True, cache=True)
-def _find_hits(records, thresholds, buffer, start_record, left_extension, right_extension):
+def _find_hits(records, thresholds, buffer, start_record, left_extension, right_extension,
+               min_height_over_noise):
     """Fill ``buffer`` with hits of records[start_record:]; stop early when it may overflow.
 
     Returns (n_hits_written, next_record_to_scan). One record holds at most ceil(spr/2) hits, so
@@ -41,6 +42,11 @@ def _find_hits(records, thresholds, buffer, start_record, left_extension, right_
         r = records[rec_i]
         ch = r["channel"]
         threshold = thresholds[ch]
+        # as strax: the larger of the channel's threshold and a multiple of the record's
+        # baseline RMS (0 with the default, so a negative threshold counts as 0)
+        noise = r["baseline_rms"] * min_height_over_noise
+        if noise > threshold:
+            threshold = noise
         # data are integers: x >= threshold  <=>  x >= ceil(threshold)
         ithr = np.int64(np.ceil(threshold))
         n_samples = r["length"]
@@ -86,7 +92,8 @@ def _find_hits(records, thresholds, buffer, start_record, left_extension, right_
     return offset, n
 
 
-def find_hits(records, min_amplitude=15, left_extension=0, right_extension=0, n_channels=None):
+def find_hits(records, min_amplitude=15, left_extension=0, right_extension=0, n_channels=None,
+              min_height_over_noise=0.0):
     """Return hits (hit_dtype): runs of samples with ``data >= threshold[channel]``.
 
     As strax's ``find_hits``: a hit ends at its record's end, so a pulse crossing a record
@@ -95,7 +102,9 @@ def find_hits(records, min_amplitude=15, left_extension=0, right_extension=0, n_
     ``max_time`` describe the highest sample. ``left_integration`` / ``right_integration`` are
     ``left - left_extension`` / ``right + right_extension`` (sample indices in the hit's record,
     they may fall outside it: see cut_outside_hits and sum_waveform, which follow the pulse into
-    the neighbouring fragments). ``min_amplitude``: scalar or per-channel sequence (ADC counts).
+    the neighbouring fragments). ``min_amplitude``: scalar or per-channel sequence (ADC counts);
+    a record's threshold is the larger of that and ``min_height_over_noise`` times its
+    ``baseline_rms``, as in strax.
     """
     if not len(records):
         return np.zeros(0, dtype=_HIT_DTYPE)
@@ -113,7 +122,8 @@ def find_hits(records, min_amplitude=15, left_extension=0, right_extension=0, n_
     next_rec = 0
     while True:
         n_new, next_rec = _find_hits(
-            records, thresholds, buffer[n_done:], next_rec, left_extension, right_extension
+            records, thresholds, buffer[n_done:], next_rec, left_extension, right_extension,
+            float(min_height_over_noise),
         )
         n_done += n_new
         if next_rec >= len(records):

@@ -152,6 +152,21 @@ def test_raw_to_records_matches_reference(raw, baseline_samples):
     assert np.all(rec["reduction_level"] == 0)
 
 
+def test_find_hits_threshold_is_at_least_the_noise_multiple():
+    # strax: threshold = max(min_amplitude, baseline_rms * min_height_over_noise), so with the
+    # default (0) a negative min_amplitude acts as 0 and does not select baseline samples
+    rng = np.random.default_rng(3)
+    data = (16000 + rng.normal(0, 3, 400)).astype(np.int16)
+    data[200:205] = 15950  # a 50 ADC pulse
+    rec = raw_to_records(make_raw_records([(2, 0, data)]), baseline_samples=40)
+    np.testing.assert_array_equal(find_hits(rec, -5), find_hits(rec, 0))
+    assert set(find_hits(rec, -5)["threshold"]) == {0.0}
+    noisy = find_hits(rec, 1, min_height_over_noise=5)
+    assert np.allclose(noisy["threshold"], 5 * rec["baseline_rms"][noisy["record_i"]])
+    assert 0 < len(noisy) < len(find_hits(rec, 1))
+    assert (noisy["height"] >= noisy["threshold"]).all()
+
+
 @settings(max_examples=100, deadline=None)
 @given(raw_records_st(), st.integers(1, 25))
 def test_baseline_in_place_and_integrate(raw, baseline_samples):
