@@ -28,7 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import process_tpc_plugins as proc  # noqa: E402 - workers import it by this name
 from test_chain_scaling import CHUNKS, Pregenerated  # noqa: E402
 
-LEVELS = ["raw_records", "records", "peaks", "peak_basics", "events", "event_basics"]
+# every level the chain makes (raw_records come from memory and are never saved)
+LEVELS = ["records", "peaks", "peak_basics", "events", "event_basics"]
 PLUGINS = [Pregenerated, proc.ProcessRecords, proc.ProcessPeaks, proc.ProcessPeakBasics,
            tpc.Events, tpc.EventBasics]
 
