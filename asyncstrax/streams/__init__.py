@@ -16,6 +16,7 @@ misses chunks instead and gets an empty chunk (a ``Gap``) over the missed time r
 from .protocol import DEFAULT_MAX_FRAME_BYTES, parse_address
 from .publisher import (
     DEFAULT_BUFFER_BYTES,
+    DEFAULT_DROP_END_TIMEOUT,
     Publisher,
     PublisherStatistics,
     PublishingConsumer,
@@ -33,6 +34,7 @@ from .subscriber import (
 
 __all__ = [
     "DEFAULT_BUFFER_BYTES",
+    "DEFAULT_DROP_END_TIMEOUT",
     "DEFAULT_MAX_FRAME_BYTES",
     "Gap",
     "Publisher",

@@ -13,7 +13,9 @@ included) in a FileStore, and prints a live line every ``--interval`` seconds::
 (``lag``: how far the processed events trail the received raw data, in detector time). It stops
 at the end of the run, or on Ctrl-C: the subscription ends at a chunk boundary and what arrived
 is processed and saved completely (a second Ctrl-C aborts; unfinished data is then marked
-incomplete). Both use uvloop when installed.
+incomplete). With ``--policy drop`` (a monitor that skips chunks when behind) nothing is saved
+unless ``--save-dropping`` asks for it; such data has its own lineage (``subscriber_plugin``).
+Both use uvloop when installed.
 
     asyncstrax digitizer --rate 10 --seconds 30 --port 5555
     asyncstrax live --address tcp://127.0.0.1:5555 --storage ./strax_data
@@ -34,6 +36,8 @@ __all__ = ["add_digitizer_arguments", "run_digitizer", "add_live_arguments", "ru
 
 DEFAULT_PORT = 5555
 TOKEN_ENV = "ASYNCSTRAX_STREAM_TOKEN"
+#: after Ctrl-C, seconds the digitizer's subscribers get to take the END frame
+STOP_GRACE_SECONDS = 2.0
 
 
 def _runner() -> asyncio.Runner:
@@ -169,11 +173,19 @@ async def serve_digitizer(args: argparse.Namespace, stop: asyncio.Event,
                     break
                 except asyncio.TimeoutError:
                     pass
-            await pub.publish(Chunk(data_type="raw_records", data_kind="raw_records",
-                                    dtype=sim.dtype, run_id=run_id, start=start, end=end,
-                                    data=data))
+            chunk = Chunk(data_type="raw_records", data_kind="raw_records", dtype=sim.dtype,
+                          run_id=run_id, start=start, end=end, data=data)
+            # a stalled lossless subscriber must not make Ctrl-C useless
+            if not await _unless_stopped(pub.publish(chunk), stop):
+                break
             n += 1
             nbytes += data.nbytes
+        ending = asyncio.ensure_future(pub.end())
+        if not await _unless_stopped(asyncio.shield(ending), stop):
+            # Ctrl-C while subscribers take the rest of the run: a short grace for the END
+            # frames, then leaving the block disconnects whoever has not taken theirs
+            await asyncio.wait({ending}, timeout=STOP_GRACE_SECONDS)
+            ending.cancel()
         print(f"digitizer: end of run {run_id} after {n} chunks, {nbytes / 1e6:.1f} MB"
               + (" (stopped)" if stop.is_set() else ""), flush=True)
     s = pub.statistics()
@@ -182,6 +194,26 @@ async def serve_digitizer(args: argparse.Namespace, stop: asyncio.Event,
         print(f"  subscriber {sub.peer} ({sub.policy}, {sub.transport}): sent {sub.sent_chunks} "
               f"chunks, buffer max {sub.max_buffered_bytes / 1e6:.1f} MB{extra}", flush=True)
     return 0
+
+
+async def _unless_stopped(aw: Any, stop: asyncio.Event) -> bool:
+    """Await ``aw`` unless ``stop`` is set first (then it is cancelled): whether it finished."""
+    task = asyncio.ensure_future(aw)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        if not task.done():
+            task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():  # we were cancelled ourselves
+            raise
+        return False
+    return True
 
 
 def run_digitizer(args: argparse.Namespace) -> int:
@@ -209,6 +241,9 @@ def add_live_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", choices=("block", "drop"), default="block",
                         help="block: lossless, the digitizer waits for us; drop: skip chunks "
                              "when behind (monitoring)")
+    parser.add_argument("--save-dropping", action="store_true",
+                        help="with --policy drop, save anyway (data with holes, under a "
+                             "lineage of its own); by default nothing is saved then")
     parser.add_argument("--no-sharedmem", action="store_true",
                         help="take the bytes over TCP even from a shared-memory digitizer")
     parser.add_argument("--n-channels", type=int, default=248, help="PMT channels (default 248)")
@@ -223,28 +258,59 @@ def add_live_arguments(parser: argparse.ArgumentParser) -> None:
 async def process_live(args: argparse.Namespace, stop: asyncio.Event, box: dict) -> int:
     from asyncstrax import Context
     from asyncstrax.errors import StreamError
-    from asyncstrax.streams import stream_info, subscriber_plugin
+    from asyncstrax.streams import Subscriber, stream_info, subscriber_plugin
     from asyncstrax.tpc.plugins import TPC_PLUGINS, RawRecords
 
+    # every wait for the peer is raced against Ctrl-C: a silent peer must not make it useless
     while True:
+        asking = asyncio.ensure_future(stream_info(
+            args.address, token=args.token, data_type="raw_records",
+            sharedmem=not args.no_sharedmem))
         try:
-            info = await stream_info(args.address, token=args.token, data_type="raw_records")
+            if not await _unless_stopped(asking, stop):
+                return 0
+            info = asking.result()
             break
         except StreamError as error:
             if not args.wait or "cannot connect" not in str(error) or stop.is_set():
                 raise
             await asyncio.sleep(0.5)  # the digitizer is not up yet: try again until Ctrl-C
+    first = None
+    if info.dtype is None or info.run_id is None:
+        # the publisher learns its dtype and run from its first chunk, which may wait for a
+        # data subscriber: become that subscriber now, and hand it to the source plugin
+        print(f"live: {args.address} has not started its run yet; waiting for it", flush=True)
+        first = Subscriber(args.address, "raw_records", token=args.token, policy=args.policy,
+                           sharedmem=not args.no_sharedmem)
+        connecting = asyncio.ensure_future(first.connect())
+        try:
+            started = await _unless_stopped(connecting, stop)
+        except BaseException:
+            await first.aclose()
+            raise
+        if not started:
+            await first.aclose()
+            return 0
+        info = connecting.result()
     storage = []
-    if not args.no_storage:
+    save = not args.no_storage
+    if save and args.policy == "drop" and not getattr(args, "save_dropping", False):
+        # dropped chunks become empty time ranges: the data would look complete, with holes
+        print("live: --policy drop skips chunks when behind, so nothing is saved "
+              "(--save-dropping saves it anyway, under a lineage of its own)",
+              file=sys.stderr, flush=True)
+        save = False
+    if save:
         try:
             from asyncstrax.storage import FileStore
         except ImportError:  # pragma: no cover - storage is part of the package
             print("live: no FileStore available, nothing will be saved", file=sys.stderr)
         else:
             storage = [FileStore(args.storage)]
+    assert info.dtype is not None and info.run_id is not None
     source = subscriber_plugin("raw_records", args.address, info.dtype, "raw_records",
                                token=args.token, policy=args.policy,
-                               sharedmem=not args.no_sharedmem)
+                               sharedmem=not args.no_sharedmem, subscriber=first)
     # Live data is written chunk by chunk as it is made (no merging to a target size first),
     # so what is saved trails the detector by a chunk, not by a whole run. Same class names
     # and versions: the lineage, and so the stored data's key, is unchanged.
@@ -253,6 +319,8 @@ async def process_live(args: argparse.Namespace, stop: asyncio.Event, box: dict)
     pipeline = ctx.pipeline(info.run_id, args.target, max_workers=args.max_workers)
     box["pipeline"] = pipeline
     if stop.is_set():
+        if first is not None:
+            await first.aclose()
         return 0
     print(f"live: run {info.run_id} from {args.address} ({info.transport}), making "
           f"{args.target}" + (f", saving to {args.storage}" if storage else ", not saving"),

@@ -205,7 +205,9 @@ class FrameReader:
 
     Small reads (prefixes, headers, small payloads) go through a staging buffer so one system
     call can bring several frames; a large payload is received straight into its destination
-    (the chunk's own array), so it is never copied in user space.
+    (the chunk's own array), so it is never copied in user space. The staging buffer starts at
+    ``staging_bytes`` and grows only as bytes arrive (a declared size costs nothing until the
+    peer sends it); a reader that sees only control frames can start small.
     """
 
     def __init__(
@@ -214,12 +216,13 @@ class FrameReader:
         sock: socket.socket,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         peer: str = "peer",
+        staging_bytes: int = _STAGING_BYTES,
     ) -> None:
         self.loop = loop
         self.sock = sock
         self.max_frame_bytes = int(max_frame_bytes)
         self.peer = peer
-        self._buf = bytearray(_STAGING_BYTES)
+        self._buf = bytearray(staging_bytes)
         self._view = memoryview(self._buf)
         self._lo = 0
         self._hi = 0
@@ -242,7 +245,7 @@ class FrameReader:
                 rest = self._hi - self._lo
                 self._view[:rest] = bytes(self._view[self._lo:self._hi])
                 self._lo, self._hi = 0, rest
-            if len(self._buf) < need:
+            if self._hi == len(self._buf):
                 self._grow(need)
             n = await self._recv_into(self._view[self._hi:])
             if n == 0:
@@ -250,8 +253,9 @@ class FrameReader:
             self._hi += n
 
     def _grow(self, need: int) -> None:
+        """Room for more bytes: at most double what is held, never more than ``need``."""
         rest = bytes(self._view[self._lo:self._hi])
-        self._buf = bytearray(max(need, 2 * len(self._buf)))
+        self._buf = bytearray(max(len(self._buf), min(need, 2 * len(self._buf))))
         self._view = memoryview(self._buf)
         self._view[: len(rest)] = rest
         self._lo, self._hi = 0, len(rest)
@@ -362,20 +366,29 @@ class FrameReader:
             header = json.loads(bytes(raw))
         except (UnicodeDecodeError, ValueError) as error:
             raise StreamError(f"bad frame from {self.peer}: header is not JSON ({error})") from None
+        except RecursionError:  # e.g. [[[[...]]]]: nesting no real header has
+            raise StreamError(f"bad frame from {self.peer}: header JSON is nested too "
+                              f"deeply") from None
         if not isinstance(header, dict):
             raise StreamError(f"bad frame from {self.peer}: header is not a JSON object")
         return FrameHead(kind, header, payload_len)
 
     async def read_payload(self, head: FrameHead) -> bytearray:
-        """The payload as a new bytearray (for small or compressed payloads)."""
-        out = bytearray(head.payload_len)
-        if head.payload_len:
-            await self.read_into(memoryview(out))
-        return out
+        """The payload as a new bytearray (for small or compressed payloads).
 
-    async def skip_payload(self, head: FrameHead) -> None:
-        if head.payload_len:
-            await self.read_payload(head)
+        The buffer grows as the bytes arrive (doubling from _STAGING_BYTES): a declared
+        length costs no memory until the peer actually sends it."""
+        need = head.payload_len
+        out = bytearray(min(need, _STAGING_BYTES))
+        got = 0
+        while True:
+            await self.read_into(memoryview(out)[got:])
+            got = len(out)
+            if got == need:
+                return out
+            grown = bytearray(min(need, 2 * got))
+            grown[:got] = out
+            out = grown
 
     async def read_control(self, expected: tuple[int, ...]) -> FrameHead:
         """A frame without payload of one of the ``expected`` kinds."""

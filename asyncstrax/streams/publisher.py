@@ -13,7 +13,9 @@ the chunk instead: the drop is counted and the next frame it gets is an empty ch
 missed time range (its chunks stay contiguous), the other subscribers are untouched.
 
 A subscriber that disconnects is forgotten; the others go on. The end of the run is an explicit
-``END`` frame (``end()``, or leaving the ``async with`` block normally); a failure upstream is
+``END`` frame (``end()``, or leaving the ``async with`` block normally): ``end()`` waits until
+every ``block`` subscriber has it, but a ``drop`` subscriber never delays the publisher: it gets
+``drop_end_timeout`` seconds to take its END, then it is disconnected. A failure upstream is
 an ``ERROR`` frame (``abort(error)``, or leaving the block with an exception); a connection that
 just closes is a crash, and subscribers say so.
 
@@ -44,6 +46,7 @@ from .sharedmem import Segment, SegmentPool
 
 __all__ = [
     "DEFAULT_BUFFER_BYTES",
+    "DEFAULT_DROP_END_TIMEOUT",
     "Publisher",
     "PublisherStatistics",
     "PublishingConsumer",
@@ -55,6 +58,12 @@ log = logging.getLogger("asyncstrax.streams")
 
 #: default per-subscriber buffer on the publisher
 DEFAULT_BUFFER_BYTES = 64 * 1024**2
+#: seconds a ``drop`` subscriber gets to take its END frame before it is disconnected
+DEFAULT_DROP_END_TIMEOUT = 3.0
+#: seconds a new connection gets to send its HELLO (silent connections are closed)
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+#: the staging buffer of a subscriber's connection here: it only carries HELLO, ACK and RELEASE
+_CONTROL_STAGING_BYTES = 64 * 1024
 #: chunks larger than this are copied / compressed on a worker thread, not on the loop
 _OFFLOAD_BYTES = 1 << 20
 POLICIES = ("block", "drop")
@@ -259,9 +268,11 @@ class _Subscription:
         if reason:
             log.warning("stream %s: subscriber %s: %s", self.pub.data_type, self.peer, reason)
         current = asyncio.current_task()
+        cancelled = False
         for task in (self.sender, self.listener):
             if task is not None and task is not current and not task.done():
                 task.cancel()
+                cancelled = True
         pool = self.pub._pool
         for item in self.queue:
             if item.segment is not None and pool is not None:
@@ -275,16 +286,32 @@ class _Subscription:
         self.held.clear()
         self.unacked.clear()
         self._room.set()
+        if cancelled:
+            # a cancelled sock_sendall / sock_recv_into unregisters its fd in a callback that
+            # is already scheduled: close after it, not under it (EBADF in the selector)
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            asyncio.get_running_loop().call_soon(self._close_socket)
+        else:
+            self._close_socket()
+        self.pub._forget(self)
+
+    def _close_socket(self) -> None:
         try:
             self.sock.close()
         except OSError:  # pragma: no cover
             pass
-        self.pub._forget(self)
 
-    async def finished(self) -> None:
-        """Wait until END is sent and the subscriber closed its end (or it is gone)."""
-        tasks = [t for t in (self.sender, self.listener) if t is not None]
-        await asyncio.gather(*tasks, return_exceptions=True)
+    async def finished(self, timeout: float | None = None) -> bool:
+        """Wait until END is sent and the subscriber closed its end (or it is gone); False if
+        ``timeout`` seconds passed first. Cancelling the wait leaves the tasks running."""
+        tasks = {t for t in (self.sender, self.listener) if t is not None and not t.done()}
+        if not tasks:
+            return True
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        return not pending
 
     def statistics(self) -> SubscriptionStatistics:
         return SubscriptionStatistics(
@@ -304,7 +331,9 @@ class Publisher:
     subscribers that connect earlier are answered once they are known. ``token``: subscribers
     must present it. ``max_frame_bytes``: a chunk whose frame would be larger is refused (the
     subscriber enforces its own limit too). ``buffer_bytes``: each subscriber's buffer here (a
-    subscriber may ask for less).
+    subscriber may ask for less). ``drop_end_timeout``: seconds a ``drop`` subscriber gets to
+    take the END frame before it is disconnected (a stalled monitor must not hold up the end).
+    ``handshake_timeout``: seconds a connection gets to send its HELLO before it is closed.
     """
 
     def __init__(
@@ -322,6 +351,8 @@ class Publisher:
         data_kind: str | None = None,
         run_id: str | None = None,
         shm_keep_bytes: int | None = None,
+        drop_end_timeout: float = DEFAULT_DROP_END_TIMEOUT,
+        handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
         if transport not in TRANSPORTS:
             raise InvalidConfiguration(f"transport must be one of {TRANSPORTS}, not {transport!r}")
@@ -333,6 +364,8 @@ class Publisher:
         self.token = token
         self.max_frame_bytes = int(max_frame_bytes)
         self.buffer_bytes = int(buffer_bytes)
+        self.drop_end_timeout = float(drop_end_timeout)
+        self.handshake_timeout = float(handshake_timeout)
         self.dtype = np.dtype(dtype) if dtype is not None else None
         self.data_kind = data_kind
         self.run_id = run_id
@@ -438,9 +471,15 @@ class Publisher:
     async def _handshake(self, sock: socket.socket, addr: Any) -> None:
         loop = asyncio.get_running_loop()
         peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
-        reader = P.FrameReader(loop, sock, max_frame_bytes=P.MAX_HEADER_BYTES, peer=peer)
+        reader = P.FrameReader(loop, sock, max_frame_bytes=P.MAX_HEADER_BYTES, peer=peer,
+                               staging_bytes=_CONTROL_STAGING_BYTES)
         try:
-            head = await reader.read_control((P.HELLO,))
+            try:
+                head = await asyncio.wait_for(reader.read_control((P.HELLO,)),
+                                              self.handshake_timeout)
+            except asyncio.TimeoutError:  # (an OSError too: caught here first)
+                raise StreamError(f"no HELLO within {self.handshake_timeout:g} s "
+                                  f"(handshake_timeout); connection closed") from None
             h = head.header
             if self.token is not None:
                 given = h.get("token")
@@ -470,8 +509,10 @@ class Publisher:
             if self._pool is not None and h.get("sharedmem") and _is_loopback(addr):
                 transport = "sharedmem"
             if h.get("mode") == "info":
-                await self._info_ready.wait()  # type: ignore[union-attr]
-                await P.send_frame(loop, sock, P.WELCOME, self._welcome(policy, capacity, "tcp"))
+                # answered with what is known now: waiting for the first chunk could wait for
+                # a data subscriber that this very client was going to start
+                await P.send_frame(loop, sock, P.WELCOME,
+                                   self._welcome(policy, capacity, transport))
                 sock.close()
                 return
         except (StreamError, OSError) as error:
@@ -631,7 +672,11 @@ class Publisher:
         await asyncio.sleep(0)  # let the senders start on it now
 
     async def end(self) -> None:
-        """End of run: send END to every subscriber and wait until each has received it."""
+        """End of run: send END to every subscriber and wait until each has received it (a
+        ``drop`` subscriber: at most ``drop_end_timeout`` seconds, then it is disconnected).
+
+        Cancelling this wait (e.g. on Ctrl-C) leaves the END frames on their way; ``aclose()``
+        then disconnects whoever has not taken theirs."""
         if self._ended:
             return
         await self.start()
@@ -649,7 +694,15 @@ class Publisher:
             sub.flush_gap()
             sub.end_queued = True
             sub.put(_Item(P.END, {"run_id": self.run_id, "end": self._last_end}))
-        await asyncio.gather(*(sub.finished() for sub in subs))
+        await asyncio.gather(*(self._see_end(sub) for sub in subs))
+
+    async def _see_end(self, sub: _Subscription) -> None:
+        if sub.policy == "block":
+            await sub.finished()
+            return
+        if not await sub.finished(self.drop_end_timeout):
+            sub.lost(f"did not take the END frame within {self.drop_end_timeout:g} s "
+                     f"(drop_end_timeout); disconnected")
 
     async def abort(self, error: BaseException | str) -> None:
         """The source failed: tell every subscriber (ERROR frame) and disconnect them."""

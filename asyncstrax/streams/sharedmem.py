@@ -22,6 +22,7 @@ Segment lifetime, "always unlinked":
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import re
@@ -138,6 +139,39 @@ def map_segment(name: str, nbytes: int) -> mmap.mmap:
         os.close(fd)
 
 
+def _reserve(name: str, nbytes: int) -> None:
+    """Allocate the first ``nbytes`` of segment ``name`` in /dev/shm now.
+
+    A segment is sparse when created: writing into it when /dev/shm is full kills the process
+    with SIGBUS. Reserving the pages that the chunk will fill (``posix_fallocate``; they would
+    be allocated by the copy anyway) turns that into ENOSPC here, a StreamError.
+    """
+    if _posixshmem is None or not hasattr(os, "posix_fallocate"):  # pragma: no cover
+        return
+    try:
+        fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+        try:
+            os.posix_fallocate(fd, 0, nbytes)
+        finally:
+            os.close(fd)
+    except OSError as error:
+        if error.errno in (errno.EINVAL, errno.EOPNOTSUPP):  # pragma: no cover - cannot reserve
+            return
+        raise StreamError(
+            f"cannot put a chunk of {nbytes} bytes in shared memory: {_SHM_DIR} has "
+            f"{_shm_free()} bytes free ({error.strerror}). Make smaller chunks, enlarge "
+            f"{_SHM_DIR}, or use the tcp transport"
+        ) from None
+
+
+def _shm_free() -> int | str:
+    try:
+        st = os.statvfs(_SHM_DIR)
+    except OSError:  # pragma: no cover - no /dev/shm
+        return "unknown"
+    return st.f_bavail * st.f_frsize
+
+
 @dataclass(eq=False)
 class Segment:
     shm: shared_memory.SharedMemory
@@ -147,6 +181,8 @@ class Segment:
     #: a subscriber that went away may still map it: unlink when unreferenced, never reuse
     retired: bool = False
     nbytes: int = 0
+    #: bytes from the start that are allocated in /dev/shm (``_reserve``)
+    reserved: int = 0
 
 
 class SegmentPool:
@@ -197,6 +233,13 @@ class SegmentPool:
             seg = Segment(shm, name, size)
             self._all[name] = seg
             self.created += 1
+        if nbytes > seg.reserved:
+            try:
+                _reserve(seg.name, nbytes)
+            except StreamError:
+                self._unlink(seg)  # nobody uses it: give its space back
+                raise
+            seg.reserved = nbytes
         seg.refs = 1
         seg.nbytes = nbytes
         return seg

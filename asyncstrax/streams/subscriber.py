@@ -44,6 +44,8 @@ __all__ = ["Gap", "StreamInfo", "Subscriber", "SubscriberStatistics", "stream_in
 
 #: decompression of payloads larger than this runs on a worker thread
 _OFFLOAD_BYTES = 1 << 20
+#: seconds to connect and say HELLO (and, for ``stream_info``, to get the answer)
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 #: ``Subscriber.gaps`` keeps this many of the most recent gaps
 MAX_GAPS_KEPT = 10_000
 #: checking the chunk rules of larger chunks runs on a worker thread. Below this the check
@@ -55,13 +57,17 @@ _CHECK_OFFLOAD_BYTES = 64 << 20
 
 @dataclass(frozen=True)
 class StreamInfo:
-    """What the publisher announced in its WELCOME frame."""
+    """What the publisher announced in its WELCOME frame.
+
+    From ``stream_info``, ``run_id``, ``data_kind`` and ``dtype`` are None while the publisher
+    does not know them yet (it learns them from its first chunk); a data subscriber's WELCOME
+    waits until they are known."""
 
     address: str
-    run_id: str
+    run_id: str | None
     data_type: str
-    data_kind: str
-    dtype: np.dtype
+    data_kind: str | None
+    dtype: np.dtype | None
     transport: str
     compressor: str | None
     policy: str
@@ -101,7 +107,9 @@ class Subscriber:
     (lossless: the publisher waits for this subscriber) or ``"drop"`` (monitoring: chunks that
     do not fit in ``buffer_bytes`` are skipped and reported as gaps). ``max_frame_bytes``:
     larger frames are refused before any memory is allocated for them. ``sharedmem=False``
-    asks for the bytes over TCP even from a shared-memory publisher.
+    asks for the bytes over TCP even from a shared-memory publisher. ``handshake_timeout``:
+    seconds to connect and send HELLO (a silent peer is a StreamError, not a hang); the
+    WELCOME itself may wait for the publisher's first chunk, so only cancelling bounds it.
     """
 
     def __init__(
@@ -117,6 +125,7 @@ class Subscriber:
         buffer_bytes: int | None = None,
         max_frame_bytes: int = P.DEFAULT_MAX_FRAME_BYTES,
         sharedmem: bool = True,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
         if policy not in ("block", "drop"):
             raise InvalidConfiguration(f"policy must be 'block' or 'drop', not {policy!r}")
@@ -131,6 +140,7 @@ class Subscriber:
         self.buffer_bytes = buffer_bytes
         self.max_frame_bytes = int(max_frame_bytes)
         self.sharedmem = sharedmem
+        self.handshake_timeout = handshake_timeout
         self.info: StreamInfo | None = None
         #: the most recent gaps (a monitoring view may run for days; ``statistics()`` keeps
         #: the totals of all of them)
@@ -158,6 +168,13 @@ class Subscriber:
 
     # ------------------------------------------------------------------ connection
     async def _open(self) -> tuple[socket.socket, P.FrameReader]:
+        try:
+            return await asyncio.wait_for(self._connect(), self.handshake_timeout)
+        except asyncio.TimeoutError:
+            raise StreamError(f"cannot connect to stream {self.address}: no connection within "
+                              f"{self.handshake_timeout:g} s (handshake_timeout)") from None
+
+    async def _connect(self) -> tuple[socket.socket, P.FrameReader]:
         loop = self._loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
@@ -187,10 +204,19 @@ class Subscriber:
             "dtype": P.dtype_to_wire(self.dtype) if self.dtype is not None else None,
         }
         try:
-            await P.send_frame(loop, sock, P.HELLO, hello)
+            await asyncio.wait_for(P.send_frame(loop, sock, P.HELLO, hello),
+                                   self.handshake_timeout)
+            if mode == "info":
+                # the publisher answers at once: silence is a broken or foreign peer
+                head = await asyncio.wait_for(
+                    reader.read_control((P.WELCOME, P.REFUSED, P.ERROR)), self.handshake_timeout)
+            else:
+                head = await reader.read_control((P.WELCOME, P.REFUSED, P.ERROR))
+        except asyncio.TimeoutError:  # before OSError: TimeoutError is one
+            raise StreamError(f"handshake with {self.address} failed: no answer within "
+                              f"{self.handshake_timeout:g} s (handshake_timeout)") from None
         except OSError as error:
             raise StreamError(f"handshake with {self.address} failed: {error}") from None
-        head = await reader.read_control((P.WELCOME, P.REFUSED, P.ERROR))
         h = head.header
         if head.kind == P.ERROR:
             raise StreamError(f"the publisher at {self.address} failed: "
@@ -199,13 +225,21 @@ class Subscriber:
             raise StreamError(f"stream {self.address} refused this subscriber: "
                               f"{h.get('reason', '(no reason given)')}")
         peer = self.address
-        dtype = P.dtype_from_wire(P.field(h, "dtype", str, peer))
+
+        def learned(name: str) -> Any:
+            """A field the publisher learns from its first chunk: null in an early info."""
+            if mode == "info" and h.get(name) is None:
+                return None
+            return P.field(h, name, str, peer)
+
+        wire_dtype = learned("dtype")
+        dtype = P.dtype_from_wire(wire_dtype) if wire_dtype is not None else None
         data_type = P.field(h, "data_type", str, peer)
         info = StreamInfo(
             address=self.address,
-            run_id=P.field(h, "run_id", str, peer),
+            run_id=learned("run_id"),
             data_type=data_type,
-            data_kind=P.field(h, "data_kind", str, peer),
+            data_kind=learned("data_kind"),
             dtype=dtype,
             transport=P.field(h, "transport", str, peer),
             compressor=h.get("compressor"),
@@ -215,10 +249,10 @@ class Subscriber:
         if self.data_type is not None and data_type != self.data_type:
             raise StreamError(f"stream {self.address} carries {data_type!r}, "
                               f"not {self.data_type!r}")
-        if self.dtype is not None and dtype != self.dtype:
+        if self.dtype is not None and dtype is not None and dtype != self.dtype:
             raise StreamError(f"dtype mismatch: stream {self.address} sends {data_type!r} as "
                               f"{dtype}, this subscriber expects {self.dtype}")
-        if self.run_id is not None and info.run_id != self.run_id:
+        if self.run_id is not None and info.run_id not in (None, self.run_id):
             raise StreamError(f"stream {self.address} carries run {info.run_id!r}, "
                               f"this subscriber wants run {self.run_id!r}")
         if info.transport == "sharedmem":
@@ -382,8 +416,10 @@ class Subscriber:
         h = head.header
         if head.kind == P.CHUNK:
             return await self._chunk(head)
+        if head.kind in (P.END, P.ERROR) and head.payload_len:
+            raise StreamError(f"bad frame from {self.address}: {head.kind_name} frame carries "
+                              f"a payload of {head.payload_len} bytes")
         if head.kind == P.END:
-            await reader.skip_payload(head)
             sent = h.get("chunks")
             if isinstance(sent, int) and sent != self._frames:
                 raise StreamError(f"stream {self.address} ended after {sent} frames, but "
@@ -452,6 +488,9 @@ class Subscriber:
             if nbytes:
                 await self._reader.read_into(memoryview(data.view(np.uint8)))  # type: ignore[arg-type]
         elif compressor == "lz4":
+            if head.payload_len > _lz4_bound(nbytes):
+                raise StreamError(f"bad frame from {peer}: compressed payload of "
+                                  f"{head.payload_len} bytes for {nbytes} bytes of data")
             raw = await self._reader.read_payload(head)
             out = await _maybe_thread(nbytes, _decompress, raw, nbytes, peer)
             data = np.frombuffer(out, dtype=dtype, count=n)
@@ -484,7 +523,8 @@ class Subscriber:
         assert info is not None
 
         def build() -> Chunk:
-            return Chunk(data_type=info.data_type, data_kind=self.data_kind or info.data_kind,
+            return Chunk(data_type=info.data_type,
+                         data_kind=self.data_kind or info.data_kind or info.data_type,
                          dtype=dtype, run_id=run_id, start=start, end=end, data=data)
 
         try:
@@ -526,9 +566,15 @@ class Subscriber:
 
 
 async def stream_info(address: Any, *, token: str | None = None,
-                      data_type: str | None = None) -> StreamInfo:
-    """Ask a publisher what it streams (run, data type, dtype) without subscribing."""
-    sub = Subscriber(address, data_type, token=token)
+                      data_type: str | None = None, sharedmem: bool = True,
+                      timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT) -> StreamInfo:
+    """Ask a publisher what it streams (run, data type, dtype) without subscribing.
+
+    Answered at once, also before the first chunk (then dtype and run are None); no answer
+    within ``timeout`` seconds is a StreamError. ``transport`` is what a subscriber with this
+    ``sharedmem`` setting would get."""
+    sub = Subscriber(address, data_type, token=token, sharedmem=sharedmem,
+                     handshake_timeout=timeout)
     sock, reader = await sub._open()
     try:
         return await sub._hello(sock, reader, "info")
@@ -551,23 +597,36 @@ def subscriber_plugin(
     save_when: Any = SaveWhen.ALWAYS,
     version: str = "0.0.0",
     class_name: str | None = None,
+    subscriber: Subscriber | None = None,
 ) -> type[Plugin]:
     """A source Plugin class that provides ``data_type`` from the stream at ``address``.
 
     Register it in a Context like any plugin; ``async def iterate`` connects when the pipeline
     starts and yields the received chunks. With ``check_run_id`` the stream must carry the run
-    the Context was asked for. The lineage is the class name (default
+    the Context was asked for. ``subscriber``: an already connected Subscriber that the first
+    iteration takes over (e.g. one that waited for the run to start). The lineage is the class name (default
     ``Subscribe<DataType>``), ``version`` and no options: the address is where the data comes
-    from, not what it is.
+    from, not what it is. With ``policy="drop"`` the version is ``<version>+drop``: such data
+    may have holes (gaps), so it must never be taken for, or found as, a lossless copy.
     """
+    if policy not in ("block", "drop"):
+        raise InvalidConfiguration(f"policy must be 'block' or 'drop', not {policy!r}")
     dtype = np.dtype(dtype)
     kind = data_kind or data_type
     settings: dict[str, Any] = dict(token=token, policy=policy, buffer_bytes=buffer_bytes,
                     max_frame_bytes=max_frame_bytes, sharedmem=sharedmem)
 
+    handed = [subscriber] if subscriber is not None else []
+
     async def iterate(self: Plugin) -> AsyncIterator[Chunk]:
-        sub = Subscriber(address, data_type, dtype=dtype, data_kind=kind,
-                         run_id=self.run_id if check_run_id else None, **settings)
+        if handed:
+            sub = handed.pop()
+            if check_run_id and sub.info is not None and sub.info.run_id != self.run_id:
+                raise StreamError(f"stream {sub.address} carries run {sub.info.run_id!r}, "
+                                  f"this plugin wants run {self.run_id!r}")
+        else:
+            sub = Subscriber(address, data_type, dtype=dtype, data_kind=kind,
+                             run_id=self.run_id if check_run_id else None, **settings)
         self.subscriber = sub  # type: ignore[attr-defined]
         try:
             async for chunk in sub:
@@ -587,7 +646,7 @@ def subscriber_plugin(
         "depends_on": (),
         "dtype": dtype,
         "data_kind": kind,
-        "__version__": version,
+        "__version__": version if policy == "block" else f"{version}+{policy}",
         "save_when": save_when,
         "rechunk_on_save": False,
         "iterate": iterate,
@@ -602,6 +661,12 @@ async def _maybe_thread(nbytes: int, fn: Any, *args: Any) -> Any:
     if nbytes >= _OFFLOAD_BYTES:
         return await asyncio.to_thread(fn, *args)
     return fn(*args)
+
+
+def _lz4_bound(nbytes: int) -> int:
+    """The largest lz4 frame ``nbytes`` can compress to (incompressible data is stored with a
+    few bytes per 64 KiB block; frame header and checksums: tens of bytes). Generous."""
+    return nbytes + nbytes // 128 + 1024
 
 
 def _decompress(raw: bytearray, nbytes: int, peer: str) -> bytearray:
