@@ -522,6 +522,17 @@ class Publisher:
         except asyncio.CancelledError:
             sock.close()
             raise
+        if self.dtype is not None:  # known: a subscriber it cannot serve is never counted
+            reason = self._refusal(h.get("dtype"), h.get("run_id"))
+            if reason is not None:
+                self._refused += 1
+                log.warning("stream %s: subscriber %s refused: %s", self.data_type, peer, reason)
+                try:
+                    await P.send_frame(loop, sock, P.REFUSED, {"reason": reason})
+                except OSError:
+                    pass
+                sock.close()
+                return
         # A subscriber counts from its HELLO: it gets every chunk published from now on. Its
         # WELCOME goes first on its connection, once the stream's dtype and run are known.
         sub = _Subscription(self, sock, reader, peer, policy, capacity, transport, self._next_id)
@@ -550,21 +561,29 @@ class Publisher:
             "max_frame_bytes": self.max_frame_bytes,
         }
 
+    def _refusal(self, hello_dtype: Any, hello_run: Any = None) -> str | None:
+        """Why a subscriber expecting ``hello_dtype`` (and run ``hello_run``, if it says)
+        cannot have this stream (None: it can); only once the stream's dtype is known."""
+        if self.dtype is None:
+            return "the run ended before any data was published"
+        if hello_run is not None and self.run_id is not None and str(hello_run) != self.run_id:
+            return f"this stream carries run {self.run_id!r}, the subscriber wants {hello_run!r}"
+        if hello_dtype is None:
+            return None
+        try:
+            mismatch = P.dtype_from_wire(hello_dtype) != self.dtype
+        except StreamError:
+            mismatch = True
+        if mismatch:
+            return (f"dtype mismatch: this stream's {self.data_type!r} has dtype "
+                    f"{self._descr}, the subscriber expects {hello_dtype}")
+        return None
+
     async def _greet(self, sub: _Subscription) -> bool:
         """Send the WELCOME (or a refusal) once the stream's dtype and run are known."""
         await self._info_ready.wait()  # type: ignore[union-attr]
         loop = asyncio.get_running_loop()
-        reason = None
-        if self.dtype is None:
-            reason = "the run ended before any data was published"
-        elif sub.hello_dtype is not None:
-            try:
-                mismatch = P.dtype_from_wire(sub.hello_dtype) != self.dtype
-            except StreamError:
-                mismatch = True
-            if mismatch:
-                reason = (f"dtype mismatch: this stream's {self.data_type!r} has dtype "
-                          f"{self._descr}, the subscriber expects {sub.hello_dtype}")
+        reason = self._refusal(sub.hello_dtype)
         if reason is not None:
             self._refused += 1
             await P.send_frame(loop, sub.sock, P.REFUSED, {"reason": reason})

@@ -202,6 +202,7 @@ class Subscriber:
             "token": self.token, "data_type": self.data_type, "policy": self.policy,
             "buffer_bytes": self.buffer_bytes, "mode": mode, "sharedmem": self.sharedmem,
             "dtype": P.dtype_to_wire(self.dtype) if self.dtype is not None else None,
+            "run_id": self.run_id,  # a publisher that knows its run refuses another at once
         }
         try:
             await asyncio.wait_for(P.send_frame(loop, sock, P.HELLO, hello),

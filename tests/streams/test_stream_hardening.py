@@ -382,3 +382,27 @@ async def test_a_deeply_nested_json_header_is_a_stream_error():
     finally:
         sender.close()
         receiver.close()
+
+
+# ---------------------------------------------------------------------- refused subscribers
+def test_a_subscriber_the_publisher_refuses_is_never_counted():
+    import numpy as np
+
+    other = np.dtype([("time", "<i8"), ("endtime", "<i8"), ("x", "<f4")])
+
+    async def main():
+        async with Publisher("records", dtype=DT, data_kind="records", run_id=RUN) as pub:
+            for wrong in (Subscriber(pub.address, "records", dtype=other),
+                          Subscriber(pub.address, "records", run_id="another_run")):
+                with pytest.raises(ax.StreamError, match="refused"):
+                    await guard(drain(wrong))
+                assert pub.n_subscribers == 0  # wait_for_subscribers would not have returned
+            right = asyncio.create_task(drain(Subscriber(pub.address, "records", dtype=DT,
+                                                         run_id=RUN)))
+            await guard(pub.wait_for_subscribers(1))
+            await pub.publish(make_chunk(0, 1000))
+            await pub.end()
+            assert len(await guard(right)) == 1
+            assert pub.statistics().refused == 2
+
+    asyncio.run(main())
