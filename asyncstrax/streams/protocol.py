@@ -122,6 +122,8 @@ def dtype_from_wire(text: Any) -> np.dtype:
         dtype = np.dtype(ast.literal_eval(text))
     except Exception as error:  # noqa: BLE001 - anything unparsable is a protocol violation
         raise StreamError(f"bad frame: unreadable dtype {text[:200]!r} ({error})") from None
+    if dtype.hasobject:  # bytes on the wire cannot hold Python objects (pointers)
+        raise StreamError(f"bad frame: dtype {text[:200]!r} holds Python objects")
     if len(_dtype_cache) < 256:
         _dtype_cache[text] = dtype
     return dtype
@@ -415,4 +417,10 @@ def field(header: dict[str, Any], name: str, kind: type | tuple[type, ...], peer
             f"bad frame from {peer}: header field {name!r} has the wrong type "
             f"({type(value).__name__})"
         )
+    if kind is int and not _INT64_MIN <= value <= _INT64_MAX:  # times and counts are int64
+        raise StreamError(f"bad frame from {peer}: header field {name!r} = {value} is "
+                          f"outside the int64 range")
     return value
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1

@@ -421,8 +421,8 @@ class Subscriber:
             raise StreamError(f"bad frame from {self.address}: {head.kind_name} frame carries "
                               f"a payload of {head.payload_len} bytes")
         if head.kind == P.END:
-            sent = h.get("chunks")
-            if isinstance(sent, int) and sent != self._frames:
+            sent = P.field(h, "chunks", int, self.address) if "chunks" in h else None
+            if sent is not None and sent != self._frames:
                 raise StreamError(f"stream {self.address} ended after {sent} frames, but "
                                   f"{self._frames} arrived")
             self._ended = True

@@ -406,3 +406,14 @@ def test_a_subscriber_the_publisher_refuses_is_never_counted():
             assert pub.statistics().refused == 2
 
     asyncio.run(main())
+
+
+def test_hostile_header_values_are_stream_errors():
+    with pytest.raises(ax.StreamError, match="holds Python objects"):
+        P.dtype_from_wire("[('time', '<i8'), ('endtime', '<i8'), ('o', '|O')]")
+    for value in (2**70, -(2**70)):
+        with pytest.raises(ax.StreamError, match="outside the int64 range"):
+            P.field({"end": value}, "end", int, "peer")
+    with pytest.raises(ax.StreamError, match="wrong type"):
+        P.field({"chunks": "x"}, "chunks", int, "peer")
+    assert P.field({"end": 2**63 - 1}, "end", int, "peer") == 2**63 - 1
