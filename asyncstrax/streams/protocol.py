@@ -417,7 +417,7 @@ def field(header: dict[str, Any], name: str, kind: type | tuple[type, ...], peer
             f"bad frame from {peer}: header field {name!r} has the wrong type "
             f"({type(value).__name__})"
         )
-    if kind is int and not _INT64_MIN <= value <= _INT64_MAX:  # times and counts are int64
+    if isinstance(value, int) and not _INT64_MIN <= value <= _INT64_MAX:  # times, counts
         raise StreamError(f"bad frame from {peer}: header field {name!r} = {value} is "
                           f"outside the int64 range")
     return value
