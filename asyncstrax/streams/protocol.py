@@ -105,7 +105,29 @@ _INLINE_PAYLOAD = 64 * 1024
 
 
 def dtype_to_wire(dtype: np.dtype) -> str:
-    return repr(np.dtype(dtype).descr)
+    """A dtype as text a peer rebuilds exactly: numpy's ``descr`` list (what strax stores),
+    or, for a dtype with padding (``align=True``, explicit offsets), which ``descr`` would turn
+    into extra fields, its names, formats, offsets, itemsize and titles."""
+    dtype = np.dtype(dtype)
+    descr = dtype.descr
+    if not dtype.names or all(entry[0] for entry in descr):
+        return repr(descr)
+    fields: Any = dtype.fields
+    names = list(dtype.names)
+    return repr({
+        "names": names,
+        "formats": [_format(fields[n][0]) for n in names],
+        "offsets": [fields[n][1] for n in names],
+        "titles": [fields[n][2] if len(fields[n]) > 2 else None for n in names],
+        "itemsize": dtype.itemsize,
+    })
+
+
+def _format(dtype: np.dtype) -> Any:
+    if dtype.subdtype is not None:
+        base, shape = dtype.subdtype
+        return (_format(base), shape)
+    return dtype.descr if dtype.names else dtype.str
 
 
 _dtype_cache: dict[str, np.dtype] = {}

@@ -417,3 +417,32 @@ def test_hostile_header_values_are_stream_errors():
     with pytest.raises(ax.StreamError, match="wrong type"):
         P.field({"chunks": "x"}, "chunks", int, "peer")
     assert P.field({"end": 2**63 - 1}, "end", int, "peer") == 2**63 - 1
+
+
+def test_padded_dtypes_cross_the_wire_exactly():
+    import numpy as np
+
+    aligned = np.dtype([("time", "<i8"), ("endtime", "<i8"), ("channel", "<i2"),
+                        ("value", "<f8", (4,))], align=True)
+    spaced = np.dtype({"names": ["time", "endtime", "x"], "formats": ["<i8", "<i8", "<f4"],
+                       "offsets": [0, 8, 24], "itemsize": 32})
+    for dtype in (aligned, spaced):
+        assert P.dtype_from_wire(P.dtype_to_wire(dtype)) == dtype
+
+    async def main():
+        data = np.zeros(10, aligned)
+        data["time"] = np.arange(10) * 10
+        data["endtime"] = data["time"] + 5
+        data["value"] = np.arange(40).reshape(10, 4)
+        chunk = ax.Chunk(data_type="records", data_kind="records", dtype=aligned, run_id=RUN,
+                         start=0, end=100, data=data)
+        async with Publisher("records", dtype=aligned, data_kind="records", run_id=RUN) as pub:
+            got = asyncio.create_task(drain(Subscriber(pub.address, "records", dtype=aligned)))
+            await guard(pub.wait_for_subscribers(1))
+            await pub.publish(chunk)
+            await pub.end()
+            (received,) = await guard(got)
+        assert received.dtype == aligned
+        np.testing.assert_array_equal(received.data, data)
+
+    asyncio.run(main())
