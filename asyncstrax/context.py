@@ -647,7 +647,11 @@ def _close_open_iterators() -> None:
     """Finish unfinished get_iter iterators while threads can still start: left to the
     interpreter's final clean-up, closing one would wait forever for its loop's executor."""
     for iterator in list(_open_iterators):
-        iterator.close()
+        try:
+            iterator.close()
+        except (ValueError, RuntimeError) as error:  # being iterated by a thread still running
+            warnings.warn(f"could not close an unfinished get_iter at exit: {error}",
+                          stacklevel=1)
 
 
 def _dependency_order(plugins: Iterable[Plugin]) -> list[Plugin]:
