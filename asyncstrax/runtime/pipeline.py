@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..chunk import Chunk, concat_arrays, merge_arrays
-from ..errors import AsyncstraxError, InvalidConfiguration, PluginError
+from ..errors import AsyncstraxError, ChunkContinuityError, InvalidConfiguration, PluginError
 from ..plugins.base import Plugin, Work
 from .channel import DEFAULT_CAPACITY_BYTES, Channel, ChannelReader, StallMonitor
 from .offload import ComputeLane, PluginStats, ThreadPool
@@ -478,7 +478,12 @@ class Pipeline:
             if self._error is not None:
                 await self._finish()
             return chunk
-        work = await self._target_sync.next_work()
+        try:
+            work = await self._target_sync.next_work()
+        except ChunkContinuityError:
+            if self._error is None:
+                raise
+            work = None  # a producer failed and its channel was closed: report that failure
         if self._error is not None:
             await self._finish()
         if work is None or work.flush:

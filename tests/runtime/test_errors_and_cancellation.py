@@ -289,3 +289,21 @@ def test_cancelling_waits_for_the_current_step_not_the_whole_batch(plugin, worke
     steps = asyncio.run(main())
     assert steps <= 3 + 2 * workers  # the steps under way, not the rest of a batch (up to 64)
     assert no_engine_threads()
+
+
+def test_a_failing_plugin_among_several_targets_is_the_error_reported():
+    # The failed plugin's channel closes early; the targets' synchronization must not report
+    # that as inputs ending at different times in place of the real failure.
+    class FailingCut(PulseBasics):
+        provides = "failing_cut"
+
+        def compute(self, pulses, chunk_i):
+            if chunk_i == 1:
+                raise ValueError("bad calibration constant")
+            return super().compute(pulses)
+
+    ctx = ax.Context(register=[*TOY_PLUGINS, FailingCut], config=BOUNDS)
+    for targets in (["pulse_basics", "failing_cut"], ["failing_cut", "pulse_basics"]):
+        with pytest.raises(ax.PluginError, match="bad calibration constant") as info:
+            ctx.get_array("r", targets)
+        assert info.value.plugin == "FailingCut"
