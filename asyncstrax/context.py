@@ -259,6 +259,11 @@ class Context(StraxContextMethods):
         """A Pipeline for the targets: stored data is loaded, the rest computed (and saved)."""
         self._warn_ignored(kwargs)
         run_id = str(run_id)
+        if self.superrun_spec(run_id) is not None:
+            raise InvalidConfiguration(
+                f"{run_id!r} is a superrun: its data is its runs' data, joined when read "
+                f"(get_array, get_df); nothing is made or saved under its name. Make each of "
+                f"its runs instead: {sorted(self.superrun_spec(run_id) or {})}")
         targets = _as_targets(targets)
         plugins = dict(_plugins) if _plugins is not None else self.get_plugins(
             run_id, targets, config)

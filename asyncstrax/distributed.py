@@ -855,6 +855,10 @@ def lazy_dataframe(
     parts: list[_ChunkFile] = []
     offset = 0
     for run_id in run_ids:
+        if ctx.superrun_spec(run_id) is not None:
+            raise InvalidConfiguration(
+                f"{run_id!r} is a superrun, stored as its runs: give those runs, or use "
+                f"get_df_many, which joins a superrun's runs")
         key = ctx.key_for(run_id, target)
         store = next((s for s in ctx.storage if s.find(key)), None)
         if store is None:

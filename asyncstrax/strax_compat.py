@@ -955,6 +955,9 @@ class StraxContextMethods:
         spec = self.superrun_spec(run_id)
         if spec is None:
             return await self.aget_array(run_id, targets, **kwargs)  # type: ignore[attr-defined]
+        # columns are chosen after the join, which needs the time fields
+        keep_columns = kwargs.pop("keep_columns", None)
+        drop_columns = kwargs.pop("drop_columns", None)
         arrays = []
         for sub, ranges in spec.items():
             arr = await self.aget_array(sub, targets, **kwargs)  # type: ignore[attr-defined]
@@ -968,6 +971,10 @@ class StraxContextMethods:
         out = np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
         if len(out) > 1 and (np.diff(out["time"]) < 0).any():
             out = out[np.argsort(out["time"], kind="stable")]
+        if keep_columns or drop_columns:
+            from .query import apply_request_selection
+
+            out = apply_request_selection(out, None, keep_columns, drop_columns)
         return out
 
     def get_superrun_array(self, run_id: str, targets: Any, **kwargs: Any) -> np.ndarray:

@@ -310,6 +310,13 @@ def test_define_run_joins_runs_in_time_order(st):
     np.testing.assert_array_equal(st.get_superrun_array("_five", "pulse_basics"), items)
     with pytest.raises(strax.DataNotAvailable, match="define_run"):
         st.superrun_spec("_undefined")
+    only_area = st.get_array("_five", "pulse_basics", keep_columns=["area"])
+    assert only_area.dtype.names == ("area",)
+    np.testing.assert_array_equal(only_area["area"], items["area"])
+    # nothing is made or saved under a superrun's name: its data is its runs'
+    with pytest.raises(strax.InvalidConfiguration, match="is a superrun"):
+        st.make("_five", "pulse_basics", save="pulse_basics")
+    assert not st.is_stored("_five", "pulse_basics")
 
 
 def test_many_runs_with_run_id_field(st):
