@@ -39,6 +39,7 @@ import json
 import os
 import pickle
 import sys
+import warnings
 import threading
 import time
 import traceback
@@ -749,15 +750,29 @@ def get_df_many(ctx: Context, run_ids: Iterable[str], targets: str | Sequence[st
     """``ctx.get_df`` of several runs, concatenated, with a ``run_id`` column first.
 
     Runs come in the order given (strax sorts them); the index runs from 0 over all rows.
-    Runs not stored are made here, one after another: make many with ``process_runs`` first.
-    ``kwargs`` go to ``get_df`` for every run (time range, config, ...).
+    Runs not stored are made here, one after another (``max_runs_in_flight`` is accepted for
+    strax's sake): make many with ``process_runs`` first. strax's multi-run arguments
+    ``ignore_errors`` (leave a failing run out, with a warning), ``add_run_id_field`` and
+    ``run_id_as_bytes`` apply; other ``kwargs`` go to ``get_df`` for every run.
     """
     import pandas as pd
 
+    ignore_errors = kwargs.pop("ignore_errors", False)
+    add_run_id = kwargs.pop("add_run_id_field", True)
+    as_bytes = kwargs.pop("run_id_as_bytes", False)
+    kwargs.pop("max_runs_in_flight", None)
     frames = []
     for run_id in dict.fromkeys(str(r) for r in run_ids):
-        df = ctx.get_df(run_id, targets, **kwargs)
-        df.insert(0, "run_id", pd.Series([run_id] * len(df), dtype=object, index=df.index))
+        try:
+            df = ctx.get_df(run_id, targets, **kwargs)
+        except AsyncstraxError as error:
+            if not ignore_errors:
+                raise
+            warnings.warn(f"run {run_id!r} failed and is left out: {error}", stacklevel=2)
+            continue
+        if add_run_id:
+            label: Any = run_id.encode() if as_bytes else run_id
+            df.insert(0, "run_id", pd.Series([label] * len(df), dtype=object, index=df.index))
         frames.append(df)
     if not frames:
         raise ValueError("get_df_many needs at least one run id")

@@ -94,3 +94,16 @@ def test_get_df_many_adds_a_run_id_column(tmp_path):
     assert list(df.index) == list(range(40))
     np.testing.assert_array_equal(df["wave_sum"][20:],
                                   ctx.get_array("b", "sample_sums")["wave_sum"])
+
+
+def test_get_df_of_several_runs_takes_strax_multi_run_arguments():
+    ctx = ax.Context(register=toy.PLUGINS, config={"n_chunks": 2, "n_per_chunk": 10,
+                                                   "fail_runs": ["b"]})
+    with pytest.raises(ax.PluginError, match="run 'b'"):
+        ctx.get_df(["a", "b", "c"], "fragile")
+    with pytest.warns(UserWarning, match="run 'b' failed and is left out"):
+        df = ctx.get_df(["a", "b", "c"], "fragile", ignore_errors=True)
+    assert list(df["run_id"].unique()) == ["a", "c"]
+    bare = ctx.get_df(["a", "c"], "fragile", add_run_id_field=False, max_runs_in_flight=1)
+    assert "run_id" not in bare.columns and len(bare) == len(df)
+    assert ctx.get_df(["a"], "fragile", run_id_as_bytes=True)["run_id"][0] == b"a"
