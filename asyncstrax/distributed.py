@@ -39,11 +39,11 @@ import json
 import os
 import pickle
 import sys
-import warnings
 import threading
 import time
 import traceback
 import uuid
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
