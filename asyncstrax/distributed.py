@@ -488,7 +488,7 @@ class _Batch:
                  retries: int) -> None:
         self.spec = _as_spec(context)
         self.spec.check_picklable()
-        self.targets = _as_targets(targets)
+        self.targets = tuple(dict.fromkeys(_as_targets(targets)))
         if not self.targets:
             raise ValueError("process_runs needs at least one target")
         self.run_ids = list(dict.fromkeys(str(r) for r in run_ids))
@@ -499,6 +499,11 @@ class _Batch:
         if not any(not getattr(s, "readonly", False) for s in ctx.storage):
             raise InvalidConfiguration("process_runs saves every run to storage: give the "
                                        "context a writable storage (e.g. FileStore(path))")
+        plugins = ctx.get_plugins(self.run_ids[0] if self.run_ids else "0", self.targets)
+        kinds = {t: plugins[t].data_kind_for(t) for t in self.targets}
+        if len(set(kinds.values())) > 1:  # one request makes one kind: every run would fail
+            raise InvalidConfiguration(f"targets {kinds} are of several data kinds; process "
+                                       f"one kind per call")
         self.reports: dict[str, RunReport] = {}
         for run_id in self.run_ids:
             if skip_stored and all(ctx.is_stored(run_id, t) for t in self.targets):

@@ -107,3 +107,21 @@ def test_get_df_of_several_runs_takes_strax_multi_run_arguments():
     bare = ctx.get_df(["a", "c"], "fragile", add_run_id_field=False, max_runs_in_flight=1)
     assert "run_id" not in bare.columns and len(bare) == len(df)
     assert ctx.get_df(["a"], "fragile", run_id_as_bytes=True)["run_id"][0] == b"a"
+
+
+class Windows(ax.Plugin):
+    """Of a kind of its own (nothing in it): with samples, two kinds for one request."""
+
+    depends_on = "samples"
+    provides = "windows"
+    data_kind = "windows"
+    dtype = ax.time_fields
+
+    def compute(self, samples):
+        return np.zeros(0, self.dtype)
+
+
+def test_process_runs_refuses_targets_of_several_kinds_before_any_cluster(tmp_path):
+    ctx = ax.Context(storage=ax.FileStore(tmp_path), register=[*toy.PLUGINS, Windows])
+    with pytest.raises(ax.InvalidConfiguration, match="several data kinds"):
+        process_runs(ctx, ["a"], ["samples", "windows"], client=None)
