@@ -28,9 +28,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in SUBCOMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUBCOMMANDS:
+    if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+        return 0
+    if argv[0] not in SUBCOMMANDS:
+        parser.print_usage(sys.stderr)
+        print(f"asyncstrax: {argv[0]!r} is not a command; the commands are "
+              f"{', '.join(SUBCOMMANDS)} (asyncstrax --help says what each does)",
+              file=sys.stderr)
+        return 2
     name = argv[0]
     module_name, help_text = SUBCOMMANDS[name]
     try:

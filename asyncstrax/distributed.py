@@ -123,7 +123,10 @@ def _import_object(path: str) -> Any:
     module_name, _, qualname = path.partition(":")
     obj: Any = importlib.import_module(module_name)
     for part in qualname.split("."):
-        obj = getattr(obj, part)
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:  # an ImportError: reported like a missing module
+            raise ImportError(f"{module_name!r} has no {qualname!r}") from None
     return obj
 
 

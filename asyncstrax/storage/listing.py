@@ -8,6 +8,7 @@ too, marked incomplete, with the failure's last line when one was recorded.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from ..errors import DataCorrupted
@@ -97,6 +98,10 @@ def add_ls_arguments(parser: Any) -> None:
 
 def run_ls(args: Any) -> int:
     """``asyncstrax ls PATH``: one line per stored data type, complete or not."""
+    if not os.path.isdir(args.path):
+        what = "is not a folder" if os.path.exists(args.path) else "does not exist"
+        print(f"asyncstrax ls: {args.path} {what}", file=sys.stderr)
+        return 2
     rows = [r for r in list_stored(args.path) if args.run is None or r["run_id"] == args.run]
     if not rows:
         print(f"nothing stored in {args.path}")

@@ -67,3 +67,23 @@ def test_reconstruction_summary():
     assert (r["injected"], r["found"], r["reconstructed"]) == (3, 2, 2)
     assert r["s1_n"] == 1 and r["s1_ratio_median"] == pytest.approx(1.1)
     assert r["s2_ratio_median"] == pytest.approx(1.05)
+
+
+def test_command_line_says_what_is_wrong(capsys, tmp_path):
+    assert main(["bogus"]) == 2
+    assert "'bogus' is not a command" in capsys.readouterr().err
+    assert main(["--help"]) == 0
+    assert "COMMAND" in capsys.readouterr().out
+    code = main(["process", "--storage", str(tmp_path), "--target", "records",
+                 "--plugins", "asyncstrax.tpc.plugins:NoSuchClass", "r1"])
+    assert code == 2
+    assert "NoSuchClass" in capsys.readouterr().err
+
+
+def test_ls_of_a_path_that_is_no_folder_is_an_error(capsys, tmp_path):
+    assert main(["ls", str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("x")
+    assert main(["ls", str(tmp_path / "a_file")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert main(["ls", str(tmp_path)]) == 0
