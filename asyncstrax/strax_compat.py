@@ -915,6 +915,8 @@ class StraxContextMethods:
             if key in run_md:
                 run_md[key] = datetime.datetime.fromtimestamp(
                     run_md[key] / 1e9, tz=datetime.timezone.utc).isoformat()
+        if name in spec or any(self._contains_superrun(sub, name) for sub in spec):
+            raise InvalidConfiguration(f"superrun {name!r} would contain itself")
         if not hasattr(self, "_superrun_specs") or self._superrun_specs is None:
             self._superrun_specs: dict[str, dict] = {}
         self._superrun_specs[name] = spec
@@ -924,6 +926,16 @@ class StraxContextMethods:
                 writer(name, {"name": name, "sub_run_spec": spec, **run_md})
                 break
         return name
+
+    def _contains_superrun(self, run_id: str, name: str) -> bool:
+        """Whether superrun ``run_id`` holds ``name``, directly or through other superruns."""
+        if not str(run_id).startswith("_"):
+            return False
+        try:
+            spec = self.superrun_spec(run_id) or {}
+        except DataNotAvailable:
+            return False
+        return name in spec or any(self._contains_superrun(sub, name) for sub in spec)
 
     def superrun_spec(self, run_id: str) -> dict[str, Any] | None:
         """``{sub_run_id: "all" or [[start, end], ...]}`` of a superrun, None for a plain run."""

@@ -313,6 +313,11 @@ def test_define_run_joins_runs_in_time_order(st):
     only_area = st.get_array("_five", "pulse_basics", keep_columns=["area"])
     assert only_area.dtype.names == ("area",)
     np.testing.assert_array_equal(only_area["area"], items["area"])
+    with pytest.raises(strax.InvalidConfiguration, match="would contain itself"):
+        st.define_run("_loop", ["_loop"])
+    st.define_run("_outer", ["_five"])
+    with pytest.raises(strax.InvalidConfiguration, match="would contain itself"):
+        st.define_run("_five", ["_outer"])
     # nothing is made or saved under a superrun's name: its data is its runs'
     with pytest.raises(strax.InvalidConfiguration, match="is a superrun"):
         st.make("_five", "pulse_basics", save="pulse_basics")

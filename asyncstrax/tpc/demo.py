@@ -25,10 +25,17 @@ __all__ = ["add_arguments", "run", "process_demo_run", "reconstruction_summary",
 RUN_ID = "demo"
 
 
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seconds", type=float, default=5.0,
+    parser.add_argument("--seconds", type=_positive, default=5.0,
                         help="seconds of detector time to simulate (default 5)")
-    parser.add_argument("--rate", type=float, default=20.0,
+    parser.add_argument("--rate", type=_positive, default=20.0,
                         help="raw_records data rate of the detector [MB/s] (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--chunk-mb", type=float, default=10.0,
