@@ -962,7 +962,13 @@ def run_process(args: argparse.Namespace) -> int:
     try:
         distributed = _require_distributed()
         if args.scheduler:
-            with distributed.Client(args.scheduler) as client:
+            try:
+                client = distributed.Client(args.scheduler)
+            except OSError as error:
+                print(f"asyncstrax process: cannot reach the scheduler {args.scheduler}: "
+                      f"{error}", file=sys.stderr)
+                return 2
+            with client:
                 reports = process_runs(spec, args.runs, targets, client,
                                        skip_stored=not args.no_skip, progress_bar=progress)
         else:

@@ -106,16 +106,18 @@ def run_ls(args: Any) -> int:
     if not rows:
         print(f"nothing stored in {args.path}")
         return 0
-    header = (f"{'run':<12}{'data type':<22}{'hash':<12}{'items':>10}{'on disk':>12}"
-              f"{'ratio':>7}  status")
-    print(header)
+    # columns as wide as their longest entry, so long run ids and names never run together
+    run_w = max(len("run"), *(len(r["run_id"]) for r in rows)) + 2
+    type_w = max(len("data type"), *(len(r["data_type"]) for r in rows)) + 2
+    print(f"{'run':<{run_w}}{'data type':<{type_w}}{'hash':<12}{'items':>10}{'on disk':>12}"
+          f"{'ratio':>9}  status")
     for r in rows:
         ratio = r.get("compression_ratio")
         status = "complete" if r.get("complete") else f"INCOMPLETE ({r.get('problem') or '?'})"
         print(
-            f"{r['run_id']:<12}{r['data_type']:<22}{r['lineage_hash']:<12}"
+            f"{r['run_id']:<{run_w}}{r['data_type']:<{type_w}}{r['lineage_hash']:<12}"
             f"{r.get('items') or 0:>10}{_size(r.get('size_on_disk') or 0):>12}"
-            f"{(f'{ratio:.2f}' if ratio else '-'):>7}  {status}"
+            f"{(f'{ratio:.2f}' if ratio else '-'):>9}  {status}"
         )
     return 0
 
