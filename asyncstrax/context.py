@@ -259,11 +259,12 @@ class Context(StraxContextMethods):
         """A Pipeline for the targets: stored data is loaded, the rest computed (and saved)."""
         self._warn_ignored(kwargs)
         run_id = str(run_id)
-        if self.superrun_spec(run_id) is not None:
+        superrun = self.superrun_spec(run_id)
+        if superrun is not None:
             raise InvalidConfiguration(
                 f"{run_id!r} is a superrun: its data is its runs' data, joined when read "
                 f"(get_array, get_df); nothing is made or saved under its name. Make each of "
-                f"its runs instead: {sorted(self.superrun_spec(run_id) or {})}")
+                f"its runs instead: {sorted(superrun)}")
         targets = _as_targets(targets)
         plugins = dict(_plugins) if _plugins is not None else self.get_plugins(
             run_id, targets, config)
@@ -282,7 +283,11 @@ class Context(StraxContextMethods):
             plugin = plugins[dt]
             if id(plugin) in chosen or dt in loaded:
                 return
-            loader = self._find_loader(run_id, dt, plugin)
+            # A time range narrows what the one target reads, if loaded. Data a computation
+            # takes, or merged with other targets, is read whole: those must cover the same
+            # span, which their own chunkings may not share.
+            loader = self._find_loader(run_id, dt, plugin,
+                                       time_range if targets == (dt,) else None)
             if loader is not None and (dt in targets or not plugin.multi_output):
                 loaders.append(loader)
                 loaded.add(dt)
@@ -298,13 +303,6 @@ class Context(StraxContextMethods):
         computed = {dt for plugin in chosen.values() for dt in plugin.provides}
         stored = {loader.data_type for loader in loaders if loader.data_type in computed}
         loaders = [loader for loader in loaders if loader.data_type not in stored]
-        consumed = {dep for plugin in chosen.values() for dep in plugin.depends_on}
-        if time_range is not None and len(loaders) == 1 and loaders[0].data_type not in consumed:
-            # A time range narrows what a lone loaded target reads. Data a computation takes,
-            # or that is merged with another target, is read whole: those must cover the
-            # same span, which their own chunkings may not share.
-            dt = loaders[0].data_type
-            loaders = [self._find_loader(run_id, dt, plugins[dt], time_range)]
         partial = [loader.data_type for loader in loaders if getattr(loader, "incomplete", False)]
         if partial and chosen:
             warnings.warn(
