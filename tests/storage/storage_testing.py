@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+import asyncstrax as ax
 from asyncstrax.chunk import Chunk
 from asyncstrax.lineage import DataKey
 from asyncstrax.runtime.channel import Channel
@@ -151,3 +152,20 @@ def assert_same_chunks(saved: list[Chunk], loaded: list[Chunk]) -> None:
 def concat(chunks: list[Chunk], dtype: np.dtype) -> np.ndarray:
     arrays = [c.data for c in chunks]
     return np.concatenate(arrays) if arrays else np.zeros(0, dtype)
+
+
+#: "things" of the context-level storage tests: a source's items, and a plugin made from them
+THINGS_DTYPE = [("time", "<i8"), ("endtime", "<i8"), ("x", "<f8")]
+
+
+class Doubled(ax.Plugin):
+    depends_on = "things"
+    provides = "doubled"
+    data_kind = "things"
+    dtype = THINGS_DTYPE
+    __version__ = "0.0.1"
+
+    def compute(self, things):
+        out = things.copy()
+        out["x"] *= 2
+        return out

@@ -7,11 +7,12 @@ import os
 
 import numpy as np
 import pytest
+from storage_testing import THINGS_DTYPE, Doubled
 
 import asyncstrax as ax
 from asyncstrax.storage import FileStore, list_stored
 
-DTYPE = [("time", "<i8"), ("endtime", "<i8"), ("x", "<f8")]
+DTYPE = THINGS_DTYPE
 N = 6
 
 
@@ -42,19 +43,6 @@ class Things(ax.Plugin):
         if chunk_i == self.config["fail_at"]:
             raise ValueError(f"broken at {chunk_i}")
         return self.chunk(start=chunk_i * 1000, end=(chunk_i + 1) * 1000, data=data_for(chunk_i))
-
-
-class Doubled(ax.Plugin):
-    depends_on = "things"
-    provides = "doubled"
-    data_kind = "things"
-    dtype = DTYPE
-    __version__ = "0.0.1"
-
-    def compute(self, things):
-        out = things.copy()
-        out["x"] *= 2
-        return out
 
 
 class SlowThings(Things):

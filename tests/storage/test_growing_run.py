@@ -7,12 +7,13 @@ import warnings
 
 import numpy as np
 import pytest
+from storage_testing import THINGS_DTYPE, Doubled
 
 import asyncstrax as ax
 from asyncstrax.errors import DataNotAvailable
 from asyncstrax.storage import FileStore
 
-DTYPE = [("time", "<i8"), ("endtime", "<i8"), ("x", "<f8")]
+DTYPE = THINGS_DTYPE
 N = 4
 GATES: list[asyncio.Event] = []
 
@@ -41,18 +42,6 @@ class Gated(ax.Plugin):
                              data=data_for(chunk_i))
             if chunk_i < N - 1:
                 await GATES[chunk_i].wait()
-
-
-class Doubled(ax.Plugin):
-    depends_on = "things"
-    provides = "doubled"
-    dtype = DTYPE
-    __version__ = "0.0.1"
-
-    def compute(self, things):
-        out = things.copy()
-        out["x"] *= 2
-        return out
 
 
 async def _wait_listed(ctx, n, timeout=10.0):
