@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,11 +13,22 @@ from pathlib import Path
 import numpy as np
 
 import asyncstrax as ax
+from asyncstrax.streams import protocol as P
 
 ROOT = Path(__file__).resolve().parents[2]
 DT = np.dtype([("time", "<i8"), ("endtime", "<i8"), ("channel", "<i2"), ("value", "<f8", (4,))])
 WIDTH = 10_000
 RUN = "run0"
+
+
+def connected_pair() -> tuple[socket.socket, socket.socket]:
+    """A loopback connection: (sender, receiver configured as the streams configure theirs)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    sender = socket.create_connection(server.getsockname())
+    receiver, _ = server.accept()
+    server.close()
+    P.configure_socket(receiver)
+    return sender, receiver
 
 
 def make_data(i: int, n: int = 100) -> np.ndarray:

@@ -10,17 +10,9 @@ import time
 
 import numpy as np
 import pytest
+from streams_testing import connected_pair
 
 from asyncstrax.streams import protocol as P
-
-
-def connected_pair() -> tuple[socket.socket, socket.socket]:
-    server = socket.create_server(("127.0.0.1", 0))
-    sender = socket.create_connection(server.getsockname())
-    receiver, _ = server.accept()
-    server.close()
-    P.configure_socket(receiver)
-    return sender, receiver
 
 
 def trickle(sock: socket.socket, data: bytes, pieces: int, pause: float) -> threading.Thread:

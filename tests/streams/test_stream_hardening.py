@@ -14,7 +14,7 @@ import sys
 import tracemalloc
 
 import pytest
-from streams_testing import DT, ROOT, RUN, make_chunk
+from streams_testing import DT, ROOT, RUN, connected_pair, make_chunk
 
 import asyncstrax as ax
 from asyncstrax.streams import Publisher, Subscriber, stream_info, subscriber_plugin
@@ -265,15 +265,6 @@ async def test_live_stops_on_the_first_ctrl_c_while_a_peer_is_silent():
 
 
 # ---------------------------------------------------------------------- memory before bytes
-def connected_pair() -> tuple[socket.socket, socket.socket]:
-    server = socket.create_server(("127.0.0.1", 0))
-    sender = socket.create_connection(server.getsockname())
-    receiver, _ = server.accept()
-    server.close()
-    P.configure_socket(receiver)
-    return sender, receiver
-
-
 async def received(reader: P.FrameReader, nbytes: int) -> None:
     while reader.bytes_received < nbytes:
         await asyncio.sleep(0.005)
