@@ -105,6 +105,10 @@ class FileStore:
         fsync: bool = False,
     ) -> None:
         self.path = os.fspath(path)
+        if os.path.exists(self.path) and not os.path.isdir(self.path):
+            # found here, not at the first save (on a Dask worker, after the run was computed)
+            raise StorageError(f"storage {self.path} is a file, not a folder: give a folder "
+                               f"(it is made if it does not exist)")
         self.readonly = bool(readonly)
         self.compressor = compressor
         self.deep_scan = deep_scan

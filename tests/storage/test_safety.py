@@ -161,6 +161,25 @@ def test_unwritable_path_is_a_storage_error(tmp_path):
         store.saver(plugin.key(), plugin=plugin)
 
 
+def test_a_store_on_a_file_is_refused_when_made(tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(StorageError, match="is a file, not a folder"):
+        FileStore(tmp_path / "a_file")
+    with pytest.raises(StorageError, match="is a file, not a folder"):
+        FileStore(tmp_path / "a_file", readonly=True)
+    assert (tmp_path / "a_file").read_text() == "x"
+
+
+def test_process_command_refuses_a_storage_file_before_any_cluster(tmp_path, capsys):
+    from asyncstrax.cli import main
+
+    (tmp_path / "a_file").write_text("x")
+    code = main(["process", "r1", "--target", "records", "--storage",
+                 str(tmp_path / "a_file"), "--plugins", "asyncstrax.tpc.plugins"])
+    assert code == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("run_id", ["../escaped", "/abs/path", "a/b"])
 def test_a_run_id_that_is_a_path_is_refused(tmp_path, run_id):
     store = FileStore(tmp_path / "store")
