@@ -293,8 +293,9 @@ def _as_targets(targets: str | Sequence[str]) -> tuple[str, ...]:
 # ============================================================================ reports
 @dataclasses.dataclass(frozen=True)
 class RunReport:
-    """What became of one run: ``status`` is ``"ok"``, ``"skipped"`` (already stored) or
-    ``"failed"`` (``error``: the error's last line, ``traceback``: all of it).
+    """What became of one run: ``status`` is ``"ok"`` (stored during the call), ``"skipped"``
+    (already stored before it) or ``"failed"`` (``error``: the error's last line,
+    ``traceback``: all of it).
 
     ``seconds``: time on the worker (0 if skipped); ``items``: stored items per target.
     """
@@ -538,6 +539,10 @@ class _Batch:
                                f"task {status}",
                                traceback="".join(traceback.format_exception(error))
                                if error is not None else None)
+        elif report.status == "skipped" and run_id in self.todo:
+            # not stored when this call began, stored now: made during the call, most often by
+            # an earlier attempt of this very task whose worker died after saving
+            report = dataclasses.replace(report, status="ok")
         self.reports[run_id] = report
         if self.bar is not None:
             self.bar.update(1)

@@ -122,6 +122,21 @@ def test_stored_runs_are_skipped_before_submitting(client, tmp_path):
     assert os.path.getmtime(folder_a) == mtime  # never rewritten
 
 
+def test_a_run_stored_while_the_call_ran_counts_as_made(client, tmp_path):
+    """A task retried after its worker died finds the run saved by its first attempt: the run
+    was made by this call, not skipped."""
+    from asyncstrax.distributed import _Batch, _wait_sync
+
+    ctx = make_context(tmp_path / "data")
+    batch = _Batch(ctx, ["a"], "sample_sums", skip_stored=True, progress_bar=False, retries=0)
+    assert batch.todo == ["a"]
+    ctx.make("a", "sample_sums", save="sample_sums")  # what the first attempt did
+    batch.submit(client)
+    _wait_sync(batch, client)
+    report = batch.result().by_run()["a"]
+    assert report.status == "ok" and report.items == {"sample_sums": N_CHUNKS * N_PER_CHUNK}
+
+
 def test_lazy_dataframe_equals_the_eager_one(client, tmp_path):
     ctx = make_context(tmp_path / "data")
     runs = ["x", "y", "z"]
