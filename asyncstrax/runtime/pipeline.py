@@ -192,7 +192,8 @@ class Pipeline:
         for plugin in self.plugins:
             if plugin.depends_on:
                 readers = {dt: self._channels[dt].reader() for dt in plugin.depends_on}
-                syncs[plugin.name] = InputSync(readers, plugin.dependencies_by_kind())
+                syncs[plugin.name] = InputSync(readers, plugin.dependencies_by_kind(),
+                                                consumer=plugin.name)
         saver_readers = [(s, self._channels[s.data_type].reader()) for s in self.savers]
         self._target_readers = {dt: self._channels[dt].reader() for dt in self.targets}
         kinds: dict[str, list[str]] = {}

@@ -37,9 +37,13 @@ class _Need:
 class InputSync:
     """Cuts the chunks of several input channels into synchronized ``Work`` steps."""
 
-    def __init__(self, readers: dict[str, ChannelReader], kinds: dict[str, list[str]]) -> None:
+    def __init__(self, readers: dict[str, ChannelReader], kinds: dict[str, list[str]],
+                 consumer: str | None = None) -> None:
         self.readers = readers
         self.kinds = kinds
+        #: the plugin whose inputs these are, named in errors (None: the request's targets)
+        self.consumer = consumer
+        self.run_id: str | None = None
         self.pending: dict[str, deque[Chunk]] = {dt: deque() for dt in readers}
         self.finished: dict[str, bool] = {dt: False for dt in readers}
         self.last_end: dict[str, int | None] = {dt: None for dt in readers}
@@ -56,13 +60,21 @@ class InputSync:
             self.finished[data_type] = True
             return
         last = self.last_end[data_type]
+        self.run_id = self.run_id or chunk.run_id
         if last is not None and chunk.start != last:
             raise ChunkContinuityError(
                 f"input chunk starts at {chunk.start} but the previous one ended at {last}",
+                plugin=self.consumer,
                 data_type=data_type,
                 run_id=chunk.run_id,
                 time_range=(chunk.start, chunk.end),
             )
+        if last is None and self.cursor is not None and chunk.start != self.cursor:
+            started = {dt: c[0].start for dt, c in self.pending.items() if c}
+            started[data_type] = chunk.start
+            raise self._continuity_error(
+                f"inputs start at different times: {started}; every input of a plugin must "
+                f"cover the same run time")
         self.last_end[data_type] = chunk.end
         if data_type not in self._empty:
             self._empty[data_type] = chunk.data[:0]
@@ -150,12 +162,10 @@ class InputSync:
         ended = [dt for dt, q in self.pending.items() if not q]
         if ended:
             alive = {dt: self.pending[dt][-1].end for dt in self.pending if self.pending[dt]}
-            raise ChunkContinuityError(
+            raise self._continuity_error(
                 f"inputs end at different times: {sorted(ended)} ended at "
                 f"{[self.last_end[d] for d in sorted(ended)]} while {alive} go on; every "
-                f"input of a plugin must cover the same run time",
-                data_type=ended[0],
-            )
+                f"input of a plugin must cover the same run time")
         heads = [q[0] for q in self.pending.values()]
         first_end = heads[0].end
         if all(c.end == first_end and c.start == self.cursor for c in heads):
@@ -168,14 +178,20 @@ class InputSync:
             if slow:
                 return _Need(slow)
             if len(set(ends.values())) > 1:
-                raise ChunkContinuityError(
+                raise self._continuity_error(
                     f"inputs end at different times: {ends}; every input of a plugin must "
-                    f"cover the same run time"
-                )
+                    f"cover the same run time")
             cuts = self._cuts(t, final=True)
             assert cuts is not None
         t_split, plan = cuts
         return self._commit(t_split, plan)
+
+    def _continuity_error(self, rule: str) -> ChunkContinuityError:
+        """An error between inputs: it names the plugin reading them, not one input."""
+        return ChunkContinuityError(
+            rule if self.consumer is not None else rule.replace(
+                "every input of a plugin", "every requested data type"),
+            plugin=self.consumer, run_id=self.run_id, chunk_i=self.chunk_i)
 
     def _cuts(self, t: int, final: bool = False) -> tuple[int, dict] | None:
         """Find a common split time <= t with no item cut; None when it would make no progress.
