@@ -93,7 +93,9 @@ class OverlapWindowPlugin(Plugin):
         sent = {}
         held = {}
         for dt, data in new.items():
-            i, _ = split_index(data, send_until, allow_early_split=True)
+            # the last step sends everything, zero-length items at the run's end included
+            i = len(data) if work.is_last else split_index(
+                data, send_until, allow_early_split=True)[0]
             sent[dt], held[dt] = data[:i], data[i:]
         out = {
             dt: self.chunk(start=state.sent_until, end=send_until, data=arr, data_type=dt)

@@ -134,6 +134,41 @@ def test_last_step_or_flush_sends_everything(ending):
     np.testing.assert_array_equal(data["n_near"], near_counts(t, t, WINDOW, WINDOW))
 
 
+MARKER_DTYPE = np.dtype([("time", np.int64), ("endtime", np.int64), ("v", np.int64)])
+
+
+class EndMarkers(OverlapWindowPlugin):
+    """A zero-length marker at each input's end: one lands on the run's end."""
+
+    provides = "end_markers"
+    depends_on = "markers_in"
+    dtype = MARKER_DTYPE
+
+    def get_window_size(self) -> int:
+        return 10
+
+    def compute(self, markers_in):
+        out = np.zeros(len(markers_in), MARKER_DTYPE)
+        out["time"] = out["endtime"] = markers_in["endtime"]
+        out["v"] = markers_in["v"]
+        return out
+
+
+@pytest.mark.parametrize("ending", ["is_last", "flush"])
+def test_zero_length_results_at_the_run_end_are_sent(ending):
+    plugin = EndMarkers()
+    plugin.run_id = "r"
+    data = np.zeros(2, MARKER_DTYPE)
+    data["time"], data["endtime"], data["v"] = [10, 390], [20, 400], [0, 1]
+    parts = {"markers_in": [("markers_in", [data])]}
+    outputs = plugin.process_work(Work(0, 0, 400, parts, is_last=ending == "is_last"))
+    if ending == "flush":
+        outputs += plugin.process_work(Work(1, 400, 400, {"markers_in": [(
+            "markers_in", [data[:0]])]}, is_last=True, flush=True))
+    sent = np.concatenate([o["end_markers"].data for o in outputs])
+    assert sent["v"].tolist() == [0, 1] and sent["time"].tolist() == [20, 400]
+
+
 def test_multi_output_with_two_input_kinds():
     ctx = ctx_for((25_000, 60_000, 90_000))
     pulses = make_pulses(500)
