@@ -516,7 +516,7 @@ class Context(StraxContextMethods):
         pipeline = self.pipeline(run_id, targets, time_range=time_range, **kwargs)
         try:
             async for chunk in pipeline:
-                if not chunk_overlaps(chunk.start, chunk.end, time_range):
+                if not chunk_overlaps(chunk.start, chunk.end, time_range, time_selection):
                     continue
                 data = chunk.data
                 start, end = chunk.start, chunk.end
@@ -525,6 +525,8 @@ class Context(StraxContextMethods):
                     if time_selection == "fully_contained":  # items lie inside: as strax,
                         start = max(start, time_range[0])  # the chunk spans only the range
                         end = min(end, time_range[1])
+                        if start == end and chunk.start < chunk.end and not len(data):
+                            continue  # a neighbour touching an edge, with nothing at it
                 if shaping:
                     data = self.apply_data_functions(data, run_id, targets)
                     data = apply_request_selection(data, selection, keep_columns, drop_columns)

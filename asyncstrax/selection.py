@@ -23,11 +23,18 @@ def check_time_selection(time_selection: str) -> None:
         )
 
 
-def chunk_overlaps(start: int, end: int, time_range: tuple[int, int] | None) -> bool:
-    """Whether a chunk ``[start, end)`` can hold items of the time range."""
+def chunk_overlaps(start: int, end: int, time_range: tuple[int, int] | None,
+                   time_selection: str = "fully_contained") -> bool:
+    """Whether a chunk ``[start, end)`` can hold items of the time range.
+
+    Fully contained items include zero-length ones at ``t0`` or ``t1``, which a chunk ending
+    at ``t0`` or starting at ``t1`` may hold.
+    """
     if time_range is None:
         return True
     t0, t1 = time_range
+    if time_selection == "fully_contained":
+        return start <= t1 and end >= t0
     return start < t1 and end > t0 or start == end == t0
 
 
@@ -43,7 +50,7 @@ def select_time_range(
     times = data["time"]
     if time_selection == "fully_contained":
         lo = int(np.searchsorted(times, t0, side="left"))
-        hi = int(np.searchsorted(times, t1, side="left"))
+        hi = int(np.searchsorted(times, t1, side="right"))  # zero-length items at t1 too
         part = data[lo:hi]
         ends = endtime(part)
         return part if bool((ends <= t1).all()) else part[ends <= t1]

@@ -405,7 +405,10 @@ class FileLoader:
         for i, info in enumerate(self.chunk_infos):
             if self.time_range is not None:
                 t0, t1 = self.time_range
-                if info["end"] <= t0 or t1 <= info["start"]:
+                # a neighbour touching an edge is read only if it has a (zero-length) item at it
+                if (info["end"] < t0 or t1 < info["start"]
+                        or info["end"] == t0 and info.get("last_time") != t0
+                        or info["start"] == t1 and info.get("first_time") != t1):
                     continue
             out.append((i, info))
         return out
