@@ -21,6 +21,7 @@ import numpy as np
 from .errors import (
     CannotSplit,
     ChunkBoundaryError,
+    ChunkBoundsError,
     ChunkContinuityError,
     ChunkDtypeError,
     ChunkError,
@@ -34,6 +35,18 @@ DEFAULT_CHUNK_TARGET_MB = 200
 
 #: from this many items on, chunk rules are checked in one numba pass (see _chunk_checks)
 BIG_CHUNK_ITEMS = 5_000
+
+
+def _check_bound(name: str, value: Any) -> int:
+    """``value`` as a Python int; only ints and numpy integers are bounds (as in strax, a float
+    is refused even when its value is integral: 1.0 ns is a sign of float arithmetic)."""
+    if type(value) is int:
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    raise ChunkBoundsError(
+        f"chunk {name} must be an integer number of ns, got {value!r} ({type(value).__name__})"
+    )
 
 
 def endtime(data: np.ndarray) -> np.ndarray:
@@ -139,12 +152,17 @@ class Chunk:
         target_size_mb: float = DEFAULT_CHUNK_TARGET_MB,
         chunk_i: int | None = None,
     ) -> None:
+        try:
+            start = _check_bound("start", start)
+            end = _check_bound("end", end)
+        except ChunkError as error:
+            raise error.add_context(data_type=data_type, run_id=run_id, chunk_i=chunk_i) from None
         self.data_type = data_type
         self.data_kind = data_kind
         self.dtype = np.dtype(dtype)
         self.run_id = run_id
-        self.start = int(start)
-        self.end = int(end)
+        self.start = start
+        self.end = end
         self.subruns = subruns if subruns is not None else superrun
         self.target_size_mb = target_size_mb
         if data is None:
@@ -188,8 +206,10 @@ class Chunk:
             )
         elif data.ndim != 1:
             raise ChunkDtypeError(f"chunk data must be one-dimensional, got shape {data.shape}")
+        if self.start < 0:
+            raise ChunkBoundsError(f"chunk start {self.start} is negative; times are >= 0")
         if self.start > self.end:
-            raise ChunkBoundaryError(f"chunk start {self.start} is after its end {self.end}")
+            raise ChunkBoundsError(f"chunk start {self.start} is after its end {self.end}")
         check_time_fields(self.dtype)
         n = len(data)
         if n == 0:

@@ -10,6 +10,7 @@ what the place that raised did not know (a chunk does not know which plugin made
     ├── ChunkError                    a data-model rule is broken (strax's rules, DESIGN.md)
     │   ├── ChunkDtypeError           data does not have the declared dtype
     │   ├── ChunkBoundaryError        an item lies outside the chunk's [start, end)
+    │   │   └── ChunkBoundsError      the chunk's own bounds are not a range of ns
     │   ├── ChunkSortError            items are not sorted by time
     │   ├── ChunkContinuityError      consecutive chunks leave a gap or overlap
     │   ├── ChunkMergeError           chunks of one kind disagree on range, length or times
@@ -37,6 +38,7 @@ __all__ = [
     "AsyncstraxError",
     "CannotSplit",
     "ChunkBoundaryError",
+    "ChunkBoundsError",
     "ChunkContinuityError",
     "ChunkDtypeError",
     "ChunkError",
@@ -136,6 +138,11 @@ class ChunkDtypeError(ChunkError):
 
 class ChunkBoundaryError(ChunkError):
     """An item starts before the chunk's start or ends after its end."""
+
+
+class ChunkBoundsError(ChunkBoundaryError, ValueError):
+    """A chunk's own ``[start, end)`` is not a range of ns: a bound that is not an integer, a
+    negative start, or a start after the end. Also a ValueError, as strax raises."""
 
 
 class ChunkSortError(ChunkError):

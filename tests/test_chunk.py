@@ -67,6 +67,36 @@ def test_start_after_end():
         make(None, 10, 5)
 
 
+@pytest.mark.parametrize("bad", [1.5, 1.0, np.float64(2.0), "3", None])
+def test_non_integer_bounds_are_refused(bad):
+    """As strax: ints and numpy integers only, so a float is refused even if integral."""
+    with pytest.raises(ValueError, match="must be an integer number of ns") as info:
+        make(None, bad, 10, chunk_i=2)
+    assert isinstance(info.value, ax.ChunkBoundaryError)
+    assert "chunk start" in str(info.value) and "'things'" in str(info.value)
+    assert "chunk 2" in str(info.value)
+    with pytest.raises(ax.ChunkBoundaryError, match="chunk end must be an integer"):
+        make(None, 0, bad)
+
+
+def test_numpy_integer_bounds_become_python_ints():
+    c = make(None, np.int64(5), np.uint32(10))
+    assert (c.start, c.end) == (5, 10)
+    assert type(c.start) is int and type(c.end) is int
+
+
+def test_negative_start_is_refused():
+    with pytest.raises(ValueError, match="chunk start -10 is negative") as info:
+        make(None, -10, 100)
+    assert isinstance(info.value, ax.ChunkBoundaryError)
+    assert "'things'" in str(info.value) and "[-10, 100)" in str(info.value)
+
+
+def test_start_after_end_is_a_value_error_as_in_strax():
+    with pytest.raises(ValueError, match="is after its end"):
+        make(None, 10, 5)
+
+
 def test_dt_length_endtime():
     dtype = np.dtype([("time", np.int64), ("length", np.int32), ("dt", np.int16)])
     d = np.zeros(1, dtype)
@@ -162,3 +192,16 @@ def test_big_chunks_are_checked_the_same_way(with_endtime):
         make(data, 0, end - 6, dtype=dtype)
     with pytest.raises(ax.ChunkBoundaryError, match="before the chunk start 1"):
         make(data, 1, end, dtype=dtype)
+
+
+def test_decisions_doc_states_the_big_chunk_threshold():
+    """docs/decisions.md says from how many items chunks are numba-checked: keep it true."""
+    import pathlib
+    import re
+
+    from asyncstrax.chunk import BIG_CHUNK_ITEMS
+
+    doc = pathlib.Path(__file__).parents[1] / "docs" / "decisions.md"
+    line = next(x for x in doc.read_text().splitlines() if x.startswith("- Big chunks"))
+    stated = re.search(r">= ([\d,_]+) items", line)
+    assert stated and int(stated.group(1).replace(",", "").replace("_", "")) == BIG_CHUNK_ITEMS
