@@ -260,6 +260,9 @@ class Plugin:
         dtype = self.dtype_for(data_type)
         if isinstance(data, dict):
             data = dict_to_array(data, dtype)
+        elif isinstance(data, np.ndarray) and data.dtype != dtype:
+            # strax compares dtypes without titles: a title-less twin is the declared dtype
+            data = _retitled(data, dtype)
         return Chunk(
             data_type=data_type,
             data_kind=self.data_kind_for(data_type),
@@ -337,6 +340,10 @@ class Plugin:
         extras = tuple(a for a in args if a in ("start", "end", "chunk_i"))
         if set(data_names) == set(kinds):
             names: tuple[str, ...] = kinds
+        elif getattr(args, "var_keyword", False) and set(data_names) <= set(kinds):
+            # compute(self, [some kinds,] **kwargs): as strax, every kind by its name; start,
+            # end and chunk_i only where compute names them
+            names = kinds
         elif len(data_names) == len(kinds):
             names = tuple(data_names)  # positional, in the order of the input kinds
         else:
@@ -389,17 +396,27 @@ class Plugin:
         return self.chunk(start=start, end=end, data=value, data_type=data_type)
 
 
+def _retitled(value: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``value`` as ``dtype`` if the two differ only in field titles (strax compares dtypes
+    without titles): a view when the field offsets match, else a copy. Any other ``value`` is
+    returned as is, for the Chunk to refuse."""
+    if remove_titles_from_dtype(value.dtype) != remove_titles_from_dtype(dtype):
+        return value
+    got: Any = value.dtype.fields
+    want: Any = dtype.fields
+    if value.dtype.itemsize == dtype.itemsize and all(
+        got[n][1] == want[n][1] for n in dtype.names or ()
+    ):
+        return value.view(dtype)
+    return value.astype(dtype)
+
+
 def _as_declared_dtype(value: np.ndarray, dtype: np.dtype, data_type: str) -> np.ndarray:
-    """``value`` viewed as ``dtype`` if the two differ only in field titles (strax compares
-    dtypes without titles); else the plugin broke its declaration."""
-    if remove_titles_from_dtype(value.dtype) == remove_titles_from_dtype(dtype):
-        got: Any = value.dtype.fields
-        want: Any = dtype.fields
-        if value.dtype.itemsize == dtype.itemsize and all(
-            got[n][1] == want[n][1] for n in dtype.names or ()
-        ):
-            return value.view(dtype)
-        return value.astype(dtype)
+    """``value`` as ``dtype`` if the two differ only in field titles (``_retitled``); else the
+    plugin broke its declaration."""
+    value = _retitled(value, dtype)
+    if value.dtype == dtype:
+        return value
     raise PluginGaveWrongOutput(
         f"compute returned an array of dtype {value.dtype}, but {data_type!r} is declared as "
         f"{dtype}",
@@ -457,6 +474,17 @@ def dict_to_array(fields: dict[str, Any], dtype: np.dtype) -> np.ndarray:
     return out
 
 
+class _ComputeArgs(tuple):
+    """The named parameters of compute, and whether it also takes ``**kwargs``.
+
+    The flag rides on the tuple, not on a class attribute of its own, so that a plugin family
+    that replaces ``_compute_args`` with another method's names (CutPlugin: ``cut_by``) does not
+    inherit it from its own ``compute(self, **kwargs)``.
+    """
+
+    var_keyword: bool = False
+
+
 def _compute_signature(cls: type) -> tuple[str, ...]:
     compute = getattr(cls, "compute", None)
     if compute is None:
@@ -474,4 +502,6 @@ def _compute_signature(cls: type) -> tuple[str, ...]:
         raise InvalidConfiguration(
             f"compute of {cls.__name__} takes only one of start and end; take both or neither"
         )
-    return tuple(names)
+    args = _ComputeArgs(names)
+    args.var_keyword = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return args
