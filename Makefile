@@ -5,6 +5,9 @@ PYTHON ?= python3
 .PHONY: demo test bench lint clean
 
 $(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+		echo "asyncstrax needs Python >= 3.11 (asyncio.Runner); $(PYTHON) is $$($(PYTHON) -V 2>&1)." \
+		"Run make with PYTHON=python3.11 (or newer)." >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test,demo]"
