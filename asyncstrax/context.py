@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import difflib
 import os
 import warnings
 import weakref
@@ -50,6 +51,46 @@ DEFAULT_CONTEXT_CONFIG: dict[str, Any] = {
     # runtime/forked.py), else spawn; or "fork", "spawn", "forkserver"
     "process_start_method": None,
 }
+
+# Context options read elsewhere (strax's names), beyond DEFAULT_CONTEXT_CONFIG.
+_CONTEXT_OPTIONS_USED = frozenset((
+    "allow_incomplete", "apply_data_function", "check_available", "forbid_creation_of",
+    "free_options", "max_runs_in_flight", "store_run_fields", "use_per_run_defaults",
+))
+# strax's context options that have no meaning here: accepted with a warning, not kept.
+_STRAX_CONTEXT_OPTIONS_IGNORED = {
+    "processors": "it has one runtime",
+    "allow_multiprocess": "parallel='process' plugins use processes when max_workers > 1",
+    "allow_shm": "process workers always exchange arrays through shared memory",
+    "allow_lazy": "it has one runtime",
+    "allow_rechunk": "savers rechunk as each plugin's rechunk_on_save says",
+    "max_messages": "channels are bounded by channel_capacity_bytes",
+    "timeout": "a stalled pipeline is detected, not timed out",
+    "saver_timeout": "a stalled pipeline is detected, not timed out",
+    "fuzzy_for": "lineages are always checked in full",
+    "fuzzy_for_options": "lineages are always checked in full",
+    "write_superruns": "superruns are not saved",
+    "storage_converter": "it does not copy data between stores while loading",
+}
+
+
+def _check_context_options(options: dict[str, Any]) -> None:
+    """Warn about context options that do nothing here (and drop strax's ignored ones), as
+    strax warns about invalid ones: a typo such as ``max_worker=4`` must not pass silently."""
+    known = DEFAULT_CONTEXT_CONFIG.keys() | _CONTEXT_OPTIONS_USED
+    for name in list(options):
+        if name in known:
+            continue
+        if name in _STRAX_CONTEXT_OPTIONS_IGNORED:
+            options.pop(name)
+            warnings.warn(f"context option {name!r} is ignored: "
+                          f"{_STRAX_CONTEXT_OPTIONS_IGNORED[name]}", stacklevel=3)
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        warnings.warn(f"unknown context option {name!r} does nothing{hint}; the options are "
+                      f"{', '.join(sorted(known))}", stacklevel=3)
+
 
 # strax's processor arguments: accepted, meaningless here (one runtime, no switch).
 _IGNORED_REQUEST_ARGS = (
@@ -111,6 +152,8 @@ class Context(StraxContextMethods):
         limit_malloc_arenas()  # once per process, before the engine starts its threads
         self._registry = PluginRegistry()
         self.config: dict[str, Any] = {}
+        context_config = dict(context_config)
+        _check_context_options(context_config)
         self.context_config: dict[str, Any] = {**DEFAULT_CONTEXT_CONFIG, **context_config}
         if self.context_config["process_start_method"] is not None:  # a typo fails here
             resolve_start_method(self.context_config["process_start_method"])
@@ -165,6 +208,10 @@ class Context(StraxContextMethods):
                                        f"got {mode!r}")
 
     def set_context_config(self, context_config: Mapping[str, Any]) -> None:
+        """Update context options (``max_workers``, ``progress_bar``, ...); names that do
+        nothing here are warned about, as in the constructor."""
+        context_config = dict(context_config)
+        _check_context_options(context_config)
         self.context_config.update(context_config)
 
     def _config_for(self, extra: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -280,3 +281,18 @@ def test_get_df_says_which_multidimensional_fields_it_leaves_out():
         warnings.simplefilter("error")
         assert list(ctx.get_df("r", "waves", keep_columns=["time", "area"]).columns) == [
             "time", "area"]
+
+
+def test_context_options_that_do_nothing_are_warned_about():
+    with pytest.warns(UserWarning, match="'max_worker' does nothing.*did you mean 'max_workers'"):
+        ctx = ax.Context(register=TOY_PLUGINS, max_worker=4)
+    assert ctx.context_config["max_workers"] == 1  # the typo changed nothing
+    with pytest.warns(UserWarning, match="'processors' is ignored"):
+        ctx = ax.Context(register=TOY_PLUGINS, processors={})
+    assert "processors" not in ctx.context_config
+    with pytest.warns(UserWarning, match="'allow_shm' is ignored"):
+        ctx.set_context_config({"allow_shm": True})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ctx.set_context_config({"allow_incomplete": True, "max_workers": 2})
+        ctx.new_context(progress_bar=False)
