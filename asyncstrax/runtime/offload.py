@@ -94,6 +94,13 @@ class Window:
         """The job whose result comes next (to wait for it beside other things)."""
         return self._in_flight[0]
 
+    def abandon(self) -> None:
+        """The plugin stops (an error, a cancellation): jobs still in flight end unread, and
+        the error they may end with was reported by whoever failed first, so it is read here
+        rather than logged later as "Future exception was never retrieved"."""
+        for future in self._in_flight:
+            future.add_done_callback(retrieve_exception)
+
 
 class ComputeLane(Window):
     """One plugin's ordered window of in-flight jobs on the shared pool."""
@@ -116,6 +123,12 @@ class ComputeLane(Window):
         self.stats.compute_seconds += seconds
         self.stats.calls += 1
         return result
+
+
+def retrieve_exception(future: asyncio.Future) -> None:
+    """Mark a finished future's exception as read."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _timed(fn: Callable[..., Any], args: tuple) -> tuple[float, Any]:

@@ -350,6 +350,7 @@ class Pipeline:
                 while results:
                     await self._emit(outs, results.pop(0), stats)
         finally:
+            lane.abandon()
             if waiting is not None:
                 if not waiting.done():
                     waiting.cancel()

@@ -74,7 +74,7 @@ from ..errors import AsyncstraxError, InvalidConfiguration, PluginError
 from ..plugins.base import Plugin, Work
 from ..storage.inline import WrittenChunk, written_from_meta
 from . import shm
-from .offload import PluginStats, Window
+from .offload import PluginStats, Window, retrieve_exception
 
 __all__ = ["ProcessLane", "ProcessPool", "ProcessPoolClosed", "WorkerDied"]
 
@@ -860,7 +860,7 @@ class ProcessLane(Window):
         while self._in_flight:
             task = self._in_flight.popleft()
             task.cancel()
-            task.add_done_callback(_retrieve)
+            task.add_done_callback(retrieve_exception)
 
     async def aclose(self) -> None:
         """Cancel what is in flight and wait until those tasks have ended."""
@@ -868,8 +868,3 @@ class ProcessLane(Window):
         self.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def _retrieve(task: asyncio.Future) -> None:
-    if not task.cancelled():
-        task.exception()

@@ -4,12 +4,13 @@ awaiting task cleans up; the event loop stays free while plugins compute."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 
 import numpy as np
 import pytest
-from toy_plugins import TOY_PLUGINS, PulseBasics
+from toy_plugins import TOY_PLUGINS, PulseBasics, Pulses
 
 import asyncstrax as ax
 
@@ -220,7 +221,7 @@ def test_script_leaving_get_iter_unfinished_exits(tmp_path, stored):
     script = tmp_path / "leave_open.py"
     script.write_text(
         "import asyncstrax as ax\n"
-        "from toy_plugins import TOY_PLUGINS, PulseBasics\n"
+        "from toy_plugins import TOY_PLUGINS, PulseBasics, Pulses\n"
         "class ManyChunks(PulseBasics):\n"
         "    rechunk_on_save = False  # stored as many chunks: the loader reads ahead\n"
         f"ctx = ax.Context(storage={str(tmp_path / 'data')!r}, register=[*TOY_PLUGINS, ManyChunks],\n"
@@ -307,3 +308,40 @@ def test_a_failing_plugin_among_several_targets_is_the_error_reported():
         with pytest.raises(ax.PluginError, match="bad calibration constant") as info:
             ctx.get_array("r", targets)
         assert info.value.plugin == "FailingCut"
+
+
+class FailsEveryChunk(PulseBasics):
+    """Chunk 0 fails first; chunk 1, in flight beside it, fails after the request ended."""
+
+    provides = "fails_every_chunk"
+    parallel = True
+
+    def compute(self, pulses, chunk_i):
+        time.sleep(0.05 if chunk_i == 0 else 0.3)
+        raise ValueError(f"bad constant in chunk {chunk_i}")
+
+
+class TrickledPulses(Pulses):
+    """The toy source, its chunks arriving one by one (as from a digitizer): one job each."""
+
+    async def iterate(self):
+        for chunk_i in range(len(self.ranges)):
+            yield self.compute(chunk_i)
+            await asyncio.sleep(0.02)
+
+
+def test_jobs_failing_after_the_first_error_are_not_logged_as_unretrieved(caplog):
+    ctx = ax.Context(register=[*TOY_PLUGINS, TrickledPulses, FailsEveryChunk], max_workers=2,
+                     config={"chunk_bounds": (30_000, 60_000)})
+
+    async def main():
+        with pytest.raises(ax.PluginError, match="bad constant in chunk 0"):
+            await ctx.aget_array("r", "fails_every_chunk")
+        await asyncio.sleep(0.5)  # chunk 1 fails now, on a loop still running
+        gc.collect()
+        await asyncio.sleep(0)
+
+    with caplog.at_level("ERROR", logger="asyncio"):
+        asyncio.run(main())
+        gc.collect()
+    assert "never retrieved" not in caplog.text
