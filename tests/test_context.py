@@ -296,3 +296,16 @@ def test_context_options_that_do_nothing_are_warned_about():
         warnings.simplefilter("error")
         ctx.set_context_config({"allow_incomplete": True, "max_workers": 2})
         ctx.new_context(progress_bar=False)
+
+
+def test_a_pipeline_summary_prints_as_its_table():
+    ctx = ax.Context(register=TOY_PLUGINS)
+
+    async def main():
+        return await ctx.pipeline("r", "pulse_basics").run()
+
+    summary = asyncio.run(main())
+    text = str(summary)
+    assert text == summary.table() and text.splitlines()[0].split()[:2] == ["component", "kind"]
+    assert any(line.startswith("PulseBasics") for line in text.splitlines())
+    assert list(summary.to_dataframe()["component"]) == [c.name for c in summary.components]

@@ -65,7 +65,11 @@ class PipelineSummary:
     components: list[PluginStats] = field(default_factory=list)
     stalls_broken: int = 0
 
+    def __str__(self) -> str:
+        return self.table()
+
     def table(self) -> str:
+        """One line per plugin, loader and saver: chunks, items, compute seconds and MB/s."""
         lines = [f"{'component':<28}{'kind':<8}{'chunks':>8}{'items':>12}{'seconds':>10}"
                  f"{'MB/s':>10}"]
         for s in self.components:
@@ -79,6 +83,7 @@ class PipelineSummary:
         return "\n".join(lines)
 
     def to_dataframe(self) -> Any:
+        """The table as a pandas DataFrame, one row per component."""
         import pandas as pd
 
         return pd.DataFrame(
