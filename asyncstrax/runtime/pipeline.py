@@ -27,6 +27,7 @@ from ..plugins.base import Plugin, Work
 from .channel import DEFAULT_CAPACITY_BYTES, Channel, ChannelReader, StallMonitor
 from .offload import ComputeLane, PluginStats, ThreadPool
 from .process_pool import ProcessLane, ProcessPool, ProcessPoolClosed
+from .progress import ProgressBar
 from .sync import InputSync
 
 __all__ = ["Consumer", "Pipeline", "PipelineSummary", "Producer"]
@@ -234,9 +235,17 @@ class Pipeline:
         for saver, reader in saver_readers:
             self._spawn(self._run_saver(saver, reader), saver.name, [])
         if self.progress_bar:
-            from tqdm.auto import tqdm
+            self._bar = ProgressBar(f"{self.run_id} {'+'.join(self.targets)}",
+                                    self._known_extent())
 
-            self._bar = tqdm(desc=f"{self.run_id} {'+'.join(self.targets)}", unit="chunk")
+    def _known_extent(self) -> tuple[int, int] | None:
+        """The run's time extent if loaded data tells it beforehand (for the progress bar)."""
+        for loader in self.loaders:
+            selected = getattr(loader, "selected_chunks", None)
+            chunks = selected() if selected is not None else []
+            if chunks:
+                return chunks[0][1]["start"], chunks[-1][1]["end"]
+        return None
 
     def _spawn(self, coro: Any, name: str, outs: list[Channel]) -> None:
         self._monitor.task_started()  # counted from now: it may not have run yet
@@ -476,7 +485,7 @@ class Pipeline:
             await self._finish()
             raise StopAsyncIteration
         if self._bar is not None:
-            self._bar.update(1)
+            self._bar.update(chunk)
         return chunk
 
     async def _next_target_chunk(self) -> Chunk | None:

@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 from storage_testing import THINGS_DTYPE, Doubled
+from toy_plugins import TOY_PLUGINS
 
 import asyncstrax as ax
 from asyncstrax.storage import FileStore, list_stored
@@ -178,3 +179,15 @@ def test_cancelled_run_records_the_cancellation_as_its_failure(tmp_path):
     (md_file,) = [f for f in os.listdir(tmp_path / folder) if f.endswith("metadata.json")]
     md = json.loads((tmp_path / folder / md_file).read_text())
     assert md["exception"].rstrip().splitlines()[-1].startswith("CancelledError: writing was")
+
+
+def test_progress_bar_counts_run_time_with_a_percentage_when_the_extent_is_known(
+        tmp_path, capsys):
+    ctx = ax.Context(storage=ax.FileStore(tmp_path), register=TOY_PLUGINS, progress_bar=True,
+                     config={"chunk_bounds": (30_000, 60_000)})
+    ctx.make("r", "pulses", save="pulses")
+    computed = capsys.readouterr().err
+    assert "s of run" in computed and "%" not in computed  # the extent was not known
+    ctx.get_array("r", "pulses")
+    loaded = capsys.readouterr().err
+    assert "100%" in loaded and "0.0001/0.0001 s of run" in loaded and "chunks" in loaded
