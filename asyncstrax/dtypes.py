@@ -13,6 +13,8 @@ Caveat (inherited from strax): numba caches compiled kernels keyed on the dtype,
 changing a title invalidates the cache entries of the kernels that use it.
 """
 
+from typing import Any
+
 import numpy as np
 
 __all__ = [
@@ -66,10 +68,12 @@ peak_interval_dtype = list(interval_dtype)
 peak_interval_dtype[2] = (("Width of one sample [ns]", "dt"), np.int32)
 
 
-def raw_record_dtype(samples_per_record=DEFAULT_RECORD_LENGTH):
+def raw_record_dtype(samples_per_record: int = DEFAULT_RECORD_LENGTH) -> list[tuple[Any, ...]]:
     """Dtype of digitizer raw records (one fragment of a pulse, strax layout).
 
     ``length`` may be shorter than the data field: the record is then zero-padded at the end.
+    ``samples_per_record`` is the size of the data field. Returns a list of field tuples, as
+    strax does; wrap it in ``np.dtype`` for a numpy dtype.
     """
     return interval_dtype + [
         (
@@ -82,8 +86,11 @@ def raw_record_dtype(samples_per_record=DEFAULT_RECORD_LENGTH):
     ]
 
 
-def record_dtype(samples_per_record=DEFAULT_RECORD_LENGTH):
-    """Dtype of baselined (and flipped) records: data = int(baseline) - raw ADC."""
+def record_dtype(samples_per_record: int = DEFAULT_RECORD_LENGTH) -> list[tuple[Any, ...]]:
+    """Dtype of baselined (and flipped) records: data = int(baseline) - raw ADC.
+
+    ``samples_per_record`` is the size of the data field; returns a list of field tuples.
+    """
     return interval_dtype + [
         (
             ("Length of pulse to which the record belongs (without zero-padding)", "pulse_length"),
@@ -130,18 +137,26 @@ hit_dtype = interval_dtype + [
 
 
 def peak_dtype(
-    n_channels=100,
-    n_sum_wv_samples=200,
-    n_widths=11,
-    hits_timing=True,
-    store_data_top=True,
-    store_data_start=True,
-):
-    """Dtype of peaks: intervals summed over all channels (channel = -1)."""
+    n_channels: int = 100,
+    n_sum_wv_samples: int = 200,
+    n_widths: int = 11,
+    hits_timing: bool = True,
+    store_data_top: bool = True,
+    store_data_start: bool = True,
+) -> list[tuple[Any, ...]]:
+    """Dtype of peaks: intervals summed over all channels (channel = -1).
+
+    ``n_channels`` sizes the per-channel fields, ``n_sum_wv_samples`` the waveform fields and
+    ``n_widths`` the width fields. ``hits_timing`` adds the hit-apex fields (``max_diff``,
+    ``min_diff``, ``first_channel``, ``last_channel``); ``store_data_top`` and
+    ``store_data_start`` add the ``data_top`` and ``data_start`` waveforms, next to ``data``
+    where strax puts them. Returns a list of field tuples. One channel raises ``ValueError``: a
+    shape-1 field would not keep its shape.
+    """
     if n_channels == 1:
         # A shape-1 subarray field would silently change shape; strax refuses it too.
         raise ValueError("Must have more than one channel")
-    dtype = peak_interval_dtype + [
+    dtype: list[tuple[Any, ...]] = peak_interval_dtype + [
         (("Classification of the peak(let)", "type"), np.int8),
         (("Integral across channels [PE]", "area"), np.float32),
         (("Fraction of area seen by the top array", "area_fraction_top"), np.float32),

@@ -138,6 +138,9 @@ def run_docs(store: Any, store_fields: tuple[str, ...] | None = None) -> Iterato
 
 def tag_match(tag: str, pattern: str, pattern_type: str = "fnmatch",
               ignore_underscore: bool = True) -> bool:
+    """Whether one tag matches ``pattern``, a shell pattern (``"fnmatch"``) or a regular
+    expression matched at the start of the tag (``"re"``). With ``ignore_underscore``, a tag's
+    leading underscore is ignored unless the pattern starts with one."""
     if ignore_underscore and tag.startswith("_") and not pattern.startswith("_"):
         tag = tag[1:]
     if pattern_type == "fnmatch":

@@ -392,6 +392,8 @@ class StraxContextMethods:
 
     # ================================================================== keys and storage
     def get_data_key(self, run_id: str, target: str, lineage: dict) -> DataKey:
+        """The key of ``target`` for the run with the given lineage (no plugin is consulted:
+        ``key_for`` builds the lineage from the registered plugins)."""
         return DataKey(str(run_id), target, lineage)
 
     def keys_for_runs(self, target: str, run_ids: Any) -> list[DataKey]:
@@ -411,6 +413,7 @@ class StraxContextMethods:
         return [DataKey(r, target, lineage) for r in run_ids]
 
     def writable_storage(self) -> list[Any]:
+        """The context's stores that are not read-only, in their order."""
         return [s for s in self.storage if not getattr(s, "readonly", False)]
 
     def _is_stored_in(self, run_id: str, target: str, store: Any) -> bool:
@@ -990,6 +993,7 @@ class StraxContextMethods:
         return out
 
     def get_superrun_array(self, run_id: str, targets: Any, **kwargs: Any) -> np.ndarray:
+        """Blocking form of ``aget_superrun_array`` (not for use inside a running event loop)."""
         return _run_sync(self.aget_superrun_array(run_id, targets, **kwargs),
                          "aget_superrun_array")
 
@@ -1040,6 +1044,7 @@ class StraxContextMethods:
         return np.concatenate(arrays)
 
     def get_array_runs(self, run_ids: Any, targets: Any, **kwargs: Any) -> np.ndarray:
+        """Blocking form of ``aget_array_runs`` (not for use inside a running event loop)."""
         return _run_sync(self.aget_array_runs(run_ids, targets, **kwargs), "aget_array_runs")
 
     # ================================================================== reductions

@@ -64,6 +64,7 @@ class Work:
 
     @property
     def nbytes(self) -> int:
+        """Bytes of input data in this step, over all pieces."""
         total = 0
         for pieces in self.parts.values():
             for _, arrays in pieces:
@@ -126,10 +127,13 @@ class Plugin:
     # ------------------------------------------------------------------ declaration
     @property
     def multi_output(self) -> bool:
+        """True if the plugin provides several data types; its ``dtype`` and ``data_kind`` are
+        then dicts by data type."""
         return len(self.provides) > 1
 
     @property
     def name(self) -> str:
+        """The class name: how errors, logs and statistics refer to the plugin."""
         return type(self).__name__
 
     def version(self, run_id: str | None = None) -> str:
@@ -143,11 +147,16 @@ class Plugin:
         )
 
     def dtype_for(self, data_type: str) -> np.dtype:
+        """The dtype of ``data_type``, one of the data types this plugin provides.
+
+        A numpy dtype once the Context has configured the plugin; before that, what the class
+        declares."""
         if self.multi_output:
             return self.dtype[data_type]
         return self.dtype
 
     def data_kind_for(self, data_type: str) -> str:
+        """The data kind of ``data_type``, one of the data types this plugin provides."""
         if self.multi_output:
             return self.data_kind[data_type]
         return self.data_kind
@@ -160,6 +169,8 @@ class Plugin:
         return kinds
 
     def is_source(self) -> bool:
+        """True if the plugin depends on nothing: it makes its data itself (a DAQ reader, a
+        simulator, a stream subscriber)."""
         return not self.depends_on
 
     def _fix_declarations(self) -> None:
@@ -222,6 +233,15 @@ class Plugin:
         """
 
     def compute(self, *args: Any, **kwargs: Any) -> Any:
+        """Make this plugin's output for one step of input (override this).
+
+        The engine passes one array per input data kind, by kind name when the parameters are
+        named after the kinds, else in order; and ``start``, ``end`` (the inputs' time range)
+        and ``chunk_i`` if compute takes them. Return a numpy array of the declared dtype, a
+        dict of field arrays or a Chunk; a multi-output plugin returns a dict of those by data
+        type. A strax-style source's compute gets only ``chunk_i`` (if it takes it) and returns
+        ``self.chunk(...)``.
+        """
         raise NotImplementedError(f"plugin {self.name} must implement compute()")
 
     def is_ready(self, chunk_i: int) -> bool:
@@ -243,6 +263,8 @@ class Plugin:
         raise NotImplementedError
 
     def has_native_iterate(self) -> bool:
+        """True if the class defines ``iterate``: the engine then runs this source as an async
+        generator instead of polling ``is_ready``."""
         return type(self).iterate is not Plugin.iterate
 
     # ------------------------------------------------------------------ helpers for users
@@ -275,6 +297,8 @@ class Plugin:
         )
 
     def empty_result(self) -> Any:
+        """Output without items: an empty array of the dtype, or for a multi-output plugin a
+        dict of them by data type."""
         if self.multi_output:
             return {dt: np.zeros(0, self.dtype[dt]) for dt in self.provides}
         return np.zeros(0, self.dtype)

@@ -66,6 +66,7 @@ class CutPlugin(Plugin):
         raise NotImplementedError(f"{self.name} is a CutPlugin: define cut_by(...)")
 
     def infer_dtype(self) -> Any:
+        """``time`` and ``endtime``, then the boolean ``cut_name`` titled ``cut_description``."""
         return [*time_fields, ((self.cut_description, self.cut_name), bool)]
 
     def _fix_declarations(self) -> None:
@@ -86,11 +87,15 @@ class CutPlugin(Plugin):
             )
 
     def compute(self, **kwargs: Any) -> Any:
+        """Hand the inputs to ``cut_by``; ``call_compute`` makes the output items."""
         return self.cut_by(**kwargs)
 
     def call_compute(
         self, inputs: dict[str, np.ndarray], start: int, end: int, chunk_i: int
     ) -> Any:
+        """Call ``cut_by`` and return one output item per input item of the plugin's data kind:
+        that item's ``time`` and ``endtime``, and its cut value. A scalar cut applies to every
+        item; a cut of another length raises ``PluginGaveWrongOutput``."""
         items = inputs[self.data_kind]
         data_args = [a for a in self._compute_args if a not in ("start", "end", "chunk_i")]
         if not data_args and self._cut_takes_kwargs:

@@ -36,6 +36,13 @@ class DownChunkingPlugin(Plugin):
             )
 
     def process_work(self, work: Work) -> list[dict[str, Chunk]]:
+        """Run compute (a generator) on one step; returns every chunk it yielded, in order.
+
+        Each yield becomes one ``{data_type: chunk}``. A compute that is not a generator, a
+        yield of the wrong type or dtype, or chunks that are not contiguous or do not cover
+        ``[work.start, work.end)`` exactly raise ``PluginGaveWrongOutput``. A ``flush`` step
+        gives nothing.
+        """
         if work.flush:
             return []
         inputs = self.merge_inputs(work)

@@ -38,6 +38,11 @@ class ExhaustPlugin(Plugin):
         self._range: list[int] | None = None
 
     def process_work(self, work: Work) -> list[dict[str, Chunk]]:
+        """Keep this step's inputs; at the last step, compute once on everything kept.
+
+        Earlier steps return nothing; the last one (or the ``flush`` step, if the last data
+        step was not known to be last) returns the one output, over the whole range seen.
+        """
         for kind, array in self.merge_inputs(work).items():
             self._collected.setdefault(kind, []).append(array)
         if self._range is None:

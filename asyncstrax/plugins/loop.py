@@ -181,6 +181,9 @@ def touching_windows(
 def split_touching_windows(
     things: np.ndarray, containers: np.ndarray, window: int = 0
 ) -> ItemGroups:
+    """The things overlapping each container +- ``window``, as ``ItemGroups`` (the ranges of
+    ``touching_windows``; strax's ``split_touching_windows``). Unlike with containment, a thing
+    may be in several groups."""
     windows = touching_windows(things, containers, window)
     return ItemGroups(things, windows[:, 0], windows[:, 1])
 
@@ -243,11 +246,17 @@ class LoopPlugin(Plugin):
         return type(self).compute_loop_vectorized is not LoopPlugin.compute_loop_vectorized
 
     def compute(self, **kwargs: Any) -> Any:  # the engine calls call_compute below
+        """Not used: define ``compute_loop`` or ``compute_loop_vectorized`` instead."""
         raise NotImplementedError
 
     def call_compute(
         self, inputs: dict[str, np.ndarray], start: int, end: int, chunk_i: int
     ) -> Any:
+        """Group the other kinds' items per base item (``time_selection``), then call
+        ``compute_loop_vectorized`` once if defined, else ``compute_loop`` per base item.
+
+        Returns one output item per base item. Base items must not overlap (``PluginError``).
+        """
         loop_over = self._loop_kind()
         base = inputs[loop_over]
         if len(base) > 1:

@@ -26,6 +26,7 @@ class MergeOnlyPlugin(Plugin):
     save_when: ClassVar[Any] = SaveWhen.EXPLICIT
 
     def infer_dtype(self) -> Any:
+        """The dependencies' dtypes merged in strax's field order (one dependency: its dtype)."""
         if len(self.depends_on) == 1:
             (dt,) = self.depends_on
             return self.deps[dt].dtype_for(dt)
@@ -53,15 +54,18 @@ class MergeOnlyPlugin(Plugin):
         super()._fix_declarations()
 
     def merge_inputs(self, work: Work) -> dict[str, np.ndarray]:
+        """As ``Plugin.merge_inputs``, with the data types sorted by name first."""
         # Merge in strax's order (data types sorted by name), the order infer_dtype promised.
         parts = {kind: sorted(pieces, key=lambda p: p[0]) for kind, pieces in work.parts.items()}
         return super().merge_inputs(replace(work, parts=parts))
 
     def compute(self, **kwargs: Any) -> Any:  # the engine calls call_compute below
+        """The merged input, unchanged; unused, as ``call_compute`` returns it directly."""
         return next(iter(kwargs.values()))
 
     def call_compute(
         self, inputs: dict[str, np.ndarray], start: int, end: int, chunk_i: int
     ) -> Any:
+        """The merged array of the one input kind is the output: there is nothing to compute."""
         (merged,) = inputs.values()
         return merged

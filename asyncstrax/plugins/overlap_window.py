@@ -61,6 +61,14 @@ class OverlapWindowPlugin(Plugin):
         return window
 
     def process_work(self, work: Work) -> list[dict[str, Chunk]]:
+        """One step of the scheme in the module docstring; returns the output sent this step.
+
+        Compute runs on the cached inputs plus the new ones; results sent before are dropped
+        and those within a window of the step's end are held back (the last step sends them
+        all). A ``flush`` step sends what was held back. A recomputed result that straddles
+        the time up to which results were sent raises ``PluginGaveWrongOutput``: the declared
+        window is too small.
+        """
         state = self.__dict__.setdefault("_overlap_state", _OverlapState(work.start))
         if work.flush:
             return [state.flush(self, work.end)] if state.held is not None else []

@@ -47,20 +47,26 @@ class StallMonitor:
         self.on_deadlock: list = []
 
     def task_started(self) -> None:
+        """Count one more live task of the pipeline."""
         self.n_tasks += 1
 
     def task_finished(self) -> None:
+        """Count one task less; the others may all be blocked now."""
         self.n_tasks -= 1
         self.check()
 
     def blocked(self) -> None:
+        """A task starts waiting on a channel; it may be the last one that could move."""
         self.n_blocked += 1
         self.check()
 
     def unblocked(self) -> None:
+        """A task stopped waiting on a channel."""
         self.n_blocked -= 1
 
     def check(self) -> None:
+        """If every task is blocked, let the waiting writers through; if none is a writer,
+        report a ``DeadlockError`` to the ``on_deadlock`` callbacks."""
         if self.n_tasks <= 0 or self.n_blocked < self.n_tasks:
             return
         writers = [ch for ch in self.blocked_writers if ch._writer_waiter is not None]
@@ -153,9 +159,11 @@ class Channel:
 
     @property
     def closed(self) -> bool:
+        """True once the writer called ``close()`` (readers may still have chunks to take)."""
         return self._closed
 
     def statistics(self) -> ChannelStatistics:
+        """A snapshot of the buffer, the readers' cursors and who is waiting."""
         return ChannelStatistics(
             data_type=self.data_type,
             chunks_written=self._written,
@@ -251,6 +259,7 @@ class ChannelReader:
 
     @property
     def data_type(self) -> str:
+        """The data type of the channel read."""
         return self._channel.data_type
 
     def get_nowait(self) -> Chunk | None:
@@ -266,6 +275,7 @@ class ChannelReader:
 
     @property
     def at_end(self) -> bool:
+        """True once the channel is closed and this reader has taken every chunk."""
         ch = self._channel
         return ch._closed and self._cursor >= ch._written
 

@@ -83,9 +83,12 @@ class InputSync:
         self.pending[data_type].append(chunk)
 
     async def fetch(self, data_type: str, counted: bool = True) -> None:
+        """Wait for the next chunk of ``data_type`` and buffer it (or note that input ended)."""
         self._accept(data_type, await self.readers[data_type].get(counted))
 
     def fetch_nowait(self, data_type: str) -> bool:
+        """Buffer the next chunk of ``data_type`` if there is one, or note that the input ended;
+        False if neither can be done without waiting."""
         reader = self.readers[data_type]
         chunk = reader.get_nowait()
         if chunk is None:
@@ -141,6 +144,12 @@ class InputSync:
                     return step
 
     def try_step(self) -> Work | None | _Need:
+        """The next step from the buffered chunks only: a ``Work``, None at the end, or a
+        ``_Need`` naming the inputs to fetch first.
+
+        When every input has ended, one last empty step (``flush``) goes out first, unless
+        the last data step was already known to be the last.
+        """
         if self.done:
             return None
         for queue in self.pending.values():

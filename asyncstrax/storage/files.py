@@ -309,6 +309,12 @@ class FileStore:
             raise DataNotAvailable(f"no run metadata at {path}", run_id=str(run_id)) from None
 
     def write_run_metadata(self, run_id: str, metadata: dict) -> None:
+        """Save run-level metadata as ``<run_id>-metadata.json`` (strax's name), where
+        ``run_metadata`` and ``Context.scan_runs`` find it; an existing file is replaced
+        atomically.
+
+        ``name`` defaults to ``run_id``. A read-only store raises ``StorageError``.
+        """
         if self.readonly:
             raise StorageError(f"{self!r} is read-only", run_id=str(run_id))
         os.makedirs(self.path, exist_ok=True)
@@ -397,6 +403,7 @@ class FileLoader:
         return infos
 
     def data_kind_for(self, data_type: str) -> str:
+        """The data kind the loaded chunks are labelled with (as a plugin's ``data_kind_for``)."""
         return self._data_kind
 
     def selected_chunks(self) -> list[tuple[int, dict]]:
@@ -611,6 +618,11 @@ class FileSaver:
                                                                 self.lineage_hash))
 
     async def consume(self, reader: Any, pool: Any) -> None:
+        """Write every chunk from ``reader`` (writes run on ``pool``), then finish the folder.
+
+        When complete data already exists, the reader is detached and nothing is written.
+        ``outcome`` says which happened.
+        """
         if self.skip:
             reader.detach()
             self.outcome = "skipped"

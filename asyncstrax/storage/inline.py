@@ -39,6 +39,8 @@ class WrittenChunk(Chunk):
 
     @classmethod
     def of(cls, chunk: Chunk, info: dict, written: tuple[int, int] | None) -> WrittenChunk:
+        """The stand-in for ``chunk`` once written: same range and labels, no items (built
+        without the chunk checks, which the written chunk passed)."""
         out = object.__new__(cls)
         out.data_type = chunk.data_type
         out.data_kind = chunk.data_kind

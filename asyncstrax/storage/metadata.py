@@ -60,14 +60,17 @@ def folder_name(key: DataKey) -> str:
 
 
 def prefix(data_type: str, lineage_hash: str) -> str:
+    """``<data_type>-<lineage_hash>``, how every file in a data folder starts."""
     return f"{data_type}-{lineage_hash}"
 
 
 def metadata_filename(data_type: str, lineage_hash: str) -> str:
+    """The name of a data folder's metadata file."""
     return f"{prefix(data_type, lineage_hash)}-metadata.json"
 
 
 def chunk_filename(data_type: str, lineage_hash: str, chunk_i: int) -> str:
+    """The name of chunk ``chunk_i``'s file (the index zero-padded to six digits)."""
     return f"{prefix(data_type, lineage_hash)}-{chunk_i:06d}"
 
 
@@ -118,6 +121,7 @@ def _json_default(obj: Any) -> Any:
 
 
 def dumps(metadata: dict) -> str:
+    """Metadata as JSON text: sorted keys, indented; numpy values and sets become JSON values."""
     return json.dumps(metadata, sort_keys=True, indent=4, default=_json_default)
 
 

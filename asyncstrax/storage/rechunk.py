@@ -41,6 +41,8 @@ class Rechunker:
         self._pending_bytes = 0
 
     def receive(self, chunk: Chunk) -> list[Chunk]:
+        """Take one chunk; returns the chunks now ready to write (often none), each of about
+        the target size. Disabled, the chunk comes back as is."""
         if not self.enabled:
             return [chunk]
         self._pending.append(chunk)
@@ -66,6 +68,7 @@ class Rechunker:
         return out
 
     def flush(self) -> list[Chunk]:
+        """At the end of the data: what is still pending, as one chunk (none if nothing is)."""
         if not self._pending:
             return []
         merged = join(self._pending)

@@ -168,10 +168,13 @@ def parse_address(address: Any) -> tuple[str, int]:
 
 
 def format_address(host: str, port: int) -> str:
+    """``tcp://host:port``, the form ``parse_address`` reads."""
     return f"tcp://{host}:{port}"
 
 
 def configure_socket(sock: socket.socket) -> None:
+    """Make a socket non-blocking (for the loop's ``sock_*`` calls) and, for TCP, send small
+    frames at once (no Nagle delay)."""
     sock.setblocking(False)
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -207,12 +210,15 @@ async def send_frame(
 
 @dataclass
 class FrameHead:
+    """A received frame's kind, JSON header and the length of the payload that follows."""
+
     kind: int
     header: dict[str, Any]
     payload_len: int
 
     @property
     def kind_name(self) -> str:
+        """The frame kind's name (``CHUNK``, ``END``, ...), or its number if unknown."""
         return KIND_NAMES.get(self.kind, str(self.kind))
 
 

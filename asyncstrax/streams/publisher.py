@@ -72,6 +72,12 @@ TRANSPORTS = ("tcp", "sharedmem")
 
 @dataclass(frozen=True)
 class SubscriptionStatistics:
+    """One subscriber's counts as the publisher saw them; kept after the subscriber left.
+
+    ``gaps``: gap chunks (one empty chunk in place of the chunks missed) given to a ``drop``
+    subscriber. ``connected``: False once the subscriber is gone.
+    """
+
     id: int
     peer: str
     policy: str
@@ -91,6 +97,9 @@ class SubscriptionStatistics:
 
 @dataclass(frozen=True)
 class PublisherStatistics:
+    """A snapshot of a Publisher: what it published, its subscribers (those that left too) and
+    its shared-memory segments."""
+
     data_type: str
     address: str
     transport: str
@@ -396,6 +405,8 @@ class Publisher:
     # ------------------------------------------------------------------ lifecycle
     @property
     def address(self) -> str:
+        """``tcp://host:port`` to subscribe to; with ``port=0`` the port is known once
+        ``start()`` has bound one."""
         return P.format_address(self.host, self.port)
 
     async def start(self) -> Publisher:
@@ -442,6 +453,7 @@ class Publisher:
 
     @property
     def n_subscribers(self) -> int:
+        """Data subscribers connected now (``stream_info`` queries are not counted)."""
         return len(self._subs)
 
     # ------------------------------------------------------------------ accepting
@@ -775,6 +787,8 @@ class Publisher:
 
     # ------------------------------------------------------------------ inspection
     def statistics(self) -> PublisherStatistics:
+        """Totals so far, with one ``SubscriptionStatistics`` per subscriber ever accepted
+        (connected or not), in the order they were accepted."""
         subs = sorted([*self._ended_subs, *(s.statistics() for s in self._subs)],
                       key=lambda stats: stats.id)
         pool = self._pool
@@ -804,11 +818,13 @@ class PublishingConsumer:
         self.name = f"publish {publisher.data_type}"
 
     async def consume(self, reader: Any, pool: Any = None) -> None:
+        """Publish every chunk the reader gives, then END."""
         async for chunk in reader:
             await self.publisher.publish(chunk)
         await self.publisher.end()
 
     async def abort(self, error: BaseException) -> None:
+        """The pipeline failed: subscribers get an ERROR frame."""
         await self.publisher.abort(error)
 
 

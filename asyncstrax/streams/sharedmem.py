@@ -60,14 +60,18 @@ _SHM_DIR = "/dev/shm"
 
 
 def new_prefix() -> str:
+    """A fresh segment-name prefix, ``axs_<pid>_<random>``: the pid lets a subscriber tell
+    whether the publisher that owns the segments is still alive."""
     return f"axs_{os.getpid()}_{secrets.token_hex(4)}"
 
 
 def valid_prefix(prefix: object) -> bool:
+    """Whether ``prefix`` has the form ``new_prefix`` makes."""
     return isinstance(prefix, str) and bool(_PREFIX_RE.match(prefix))
 
 
 def valid_segment(name: object, prefix: str) -> TypeGuard[str]:
+    """Whether ``name`` is a segment name under ``prefix`` (never any other shared memory)."""
     return isinstance(name, str) and bool(_NAME_RE.match(name)) and name.startswith(prefix + "_")
 
 
@@ -174,6 +178,8 @@ def _shm_free() -> int | str:
 
 @dataclass(eq=False)
 class Segment:
+    """One shared-memory segment of a pool, with its reference count."""
+
     shm: shared_memory.SharedMemory
     name: str
     size: int
@@ -202,14 +208,17 @@ class SegmentPool:
 
     @property
     def live_segments(self) -> int:
+        """Segments that exist now, in use or free."""
         return len(self._all)
 
     @property
     def live_bytes(self) -> int:
+        """Total size of the segments that exist now."""
         return sum(s.size for s in self._all.values())
 
     @property
     def free_bytes(self) -> int:
+        """Total size of the segments kept for reuse."""
         return sum(s.size for s in self._free)
 
     def acquire(self, nbytes: int) -> Segment:
@@ -258,9 +267,12 @@ class SegmentPool:
         del target
 
     def ref(self, seg: Segment) -> None:
+        """One more holder of ``seg``."""
         seg.refs += 1
 
     def unref(self, seg: Segment) -> None:
+        """One holder less; the last one frees ``seg`` for reuse, or unlinks it if it is
+        retired, the pool is closed or the free segments already fill ``keep_bytes``."""
         seg.refs -= 1
         if seg.refs > 0:
             return
@@ -270,6 +282,7 @@ class SegmentPool:
             self._free.append(seg)
 
     def retire(self, seg: Segment) -> None:
+        """Never reuse ``seg`` (a subscriber that went away may still map it)."""
         seg.retired = True
 
     def _unlink(self, seg: Segment) -> None:

@@ -87,6 +87,13 @@ class Gap:
 
 @dataclass(frozen=True)
 class SubscriberStatistics:
+    """What a Subscriber received and missed so far (``Subscriber.statistics()``).
+
+    ``chunks``, ``items``, ``bytes``: received data (gap chunks not counted); ``gaps`` and
+    ``dropped_*``: what a ``drop`` subscriber missed, over all gaps; ``ended_cleanly``: the
+    publisher's END arrived.
+    """
+
     chunks: int
     items: int
     bytes: int
@@ -294,6 +301,8 @@ class Subscriber:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close the connection; the publisher sees this subscriber leave. Idempotent; a closed
+        Subscriber cannot connect again. The end of the iteration calls it."""
         if self._closed:
             return
         self._closed = True
@@ -557,6 +566,7 @@ class Subscriber:
 
     # ------------------------------------------------------------------ inspection
     def statistics(self) -> SubscriberStatistics:
+        """Totals so far; unlike ``gaps``, which keeps only the recent gaps, they count all."""
         return SubscriberStatistics(
             chunks=self._chunks, items=self._items, bytes=self._bytes, gaps=self._dropped[0],
             dropped_chunks=self._dropped[1], dropped_items=self._dropped[2],
