@@ -202,3 +202,43 @@ def test_decisions_doc_states_the_big_chunk_threshold():
     line = next(x for x in doc.read_text().splitlines() if x.startswith("- Big chunks"))
     stated = re.search(r">= ([\d,_]+) items", line)
     assert stated and int(stated.group(1).replace(",", "").replace("_", "")) == BIG_CHUNK_ITEMS
+
+
+@st.composite
+def maybe_broken_intervals(draw: st.DrawFn) -> tuple[np.ndarray, int, int]:
+    """Intervals and a chunk range that may break the rules: unsorted, outside, or fine."""
+    data = draw(interval_arrays(max_items=12))
+    if len(data) > 1 and draw(st.booleans()):
+        i = draw(st.integers(0, len(data) - 2))
+        data[[i, i + 1]] = data[[i + 1, i]]  # maybe unsorted now
+    start = draw(st.integers(0, 50))
+    end = draw(st.integers(950, 1050))
+    return data, start, end
+
+
+def _verdict(data: np.ndarray, start: int, end: int) -> str:
+    try:
+        make(data, start, end)
+    except ax.ChunkError as error:
+        return f"{type(error).__name__}: {error}"
+    return "ok"
+
+
+@given(maybe_broken_intervals())
+def test_numba_and_numpy_chunk_checks_agree(case):
+    """Big chunks are checked by one numba pass, small ones with numpy: same rules, messages."""
+    import asyncstrax.chunk as chunk_module
+
+    data, start, end = case
+    small = _verdict(data, start, end)
+    original = chunk_module.BIG_CHUNK_ITEMS
+    chunk_module.BIG_CHUNK_ITEMS = 1
+    try:
+        big = _verdict(data, start, end)
+    finally:
+        chunk_module.BIG_CHUNK_ITEMS = original
+    assert small == big
+    times, ends = data["time"], data["endtime"]
+    broken = (bool(np.any(np.diff(times) < 0)) or bool(np.any(times < start))
+              or bool(np.any(ends > end)))
+    assert (small != "ok") == broken
