@@ -271,14 +271,17 @@ class Chunk:
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the chunk's data."""
         return int(self.data.nbytes)
 
     @property
     def duration(self) -> int:
+        """``end - start`` in ns."""
         return self.end - self.start
 
     @property
     def is_superrun(self) -> bool:
+        """Whether the chunk holds data of several runs (a superrun's)."""
         return bool(self.subruns)
 
     def _mbs(self) -> float:

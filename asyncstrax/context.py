@@ -228,12 +228,16 @@ class Context(StraxContextMethods):
                              self._config_for(config))
 
     def get_single_plugin(self, run_id: str, data_type: str) -> Plugin:
+        """The configured plugin that provides ``data_type`` for the run."""
         return self.get_plugins(run_id, data_type)[data_type]
 
     def lineage(self, run_id: str, data_type: str) -> dict[str, Any]:
+        """What ``data_type`` is made from: ``{data type: (plugin class, version, options)}`` for
+        it and everything it depends on; its hash names the stored data."""
         return self.get_single_plugin(run_id, data_type).lineage  # type: ignore[attr-defined]
 
     def key_for(self, run_id: str, data_type: str) -> DataKey:
+        """The storage key of ``data_type`` for the run: run id, data type and lineage."""
         return DataKey(str(run_id), data_type, self.lineage(run_id, data_type))
 
     # ------------------------------------------------------------------ information
@@ -283,6 +287,7 @@ class Context(StraxContextMethods):
         return pd.DataFrame(rows, columns=["Field name", "Data type", "Comment"])
 
     def provided_dtypes(self) -> dict[str, Any]:
+        """``{data type: {"dtype": ..., "data_kind": ...}}`` for every registered data type."""
         out = {}
         for dt in self._registry.by_data_type:
             plugin = self.get_single_plugin("0", dt)
@@ -414,6 +419,7 @@ class Context(StraxContextMethods):
             pool.shutdown()
 
     async def aclose(self) -> None:
+        """Stop the context's process workers (``async with Context(...)`` calls this)."""
         pool, self._process_pool = self._process_pool, None
         if pool is not None:
             await pool.aclose()
@@ -520,6 +526,8 @@ class Context(StraxContextMethods):
         return any(found)
 
     def get_metadata(self, run_id: str, target: str) -> dict[str, Any]:
+        """The stored metadata of ``target`` (lineage, dtype, compressor, chunks, ...);
+        ``DataNotAvailable`` if no store holds it with this context's lineage."""
         key = self.key_for(run_id, target)
         incomplete = self._incomplete_kwargs()
         for store in self.storage:
@@ -622,6 +630,7 @@ class Context(StraxContextMethods):
         return np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
 
     async def aget_df(self, run_id: str, targets: str | Sequence[str], **kwargs: Any) -> Any:
+        """``get_df`` for async code: a pandas DataFrame of the targets (as ``aget_array``)."""
         return to_dataframe(await self.aget_array(run_id, targets, **kwargs))
 
     async def amake(self, run_id: str, targets: str | Sequence[str], **kwargs: Any) -> None:
@@ -647,6 +656,11 @@ class Context(StraxContextMethods):
 
     # ------------------------------------------------------------------ sync requests
     def get_array(self, run_id: str, targets: str | Sequence[str], **kwargs: Any) -> np.ndarray:
+        """The targets' data for the run as one array: loaded where stored, else computed (and
+        saved as each plugin's ``save_when`` says). Targets of one data kind are merged; a list
+        of runs adds a ``run_id`` field. Takes strax's request arguments (``time_range``,
+        ``selection``, ``keep_columns``, ``config``, ``save``, ...). In async code use
+        ``aget_array``."""
         return run_sync(self.aget_array(run_id, targets, **kwargs), "aget_array")
 
     def get_df(self, run_id: str, targets: str | Sequence[str], **kwargs: Any) -> Any:
@@ -658,6 +672,7 @@ class Context(StraxContextMethods):
         return to_dataframe(run_sync(self.aget_array(run_id, targets, **kwargs), "aget_df"))
 
     def make(self, run_id: str, targets: str | Sequence[str], **kwargs: Any) -> None:
+        """Make (and save) the targets without keeping their data in memory."""
         run_sync(self.amake(run_id, targets, **kwargs), "amake")
 
     def get_iter(self, run_id: str, targets: str | Sequence[str], **kwargs: Any

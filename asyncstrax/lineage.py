@@ -64,6 +64,7 @@ class DataKey(NamedTuple):
 
     @property
     def lineage_hash(self) -> str:
+        """The hash of the lineage that names the stored data (strax's, so stores are shared)."""
         return deterministic_hash(self.lineage)
 
     def __str__(self) -> str:

@@ -119,6 +119,8 @@ class Option:
     # ------------------------------------------------------------------ values
     @property
     def has_default(self) -> bool:
+        """Whether the option has a default (plain, factory or per run); if not, it must be
+        set."""
         return any(
             x is not OMITTED for x in (self.default, self.default_factory, self.default_by_run)
         )

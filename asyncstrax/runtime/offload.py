@@ -53,6 +53,7 @@ class ThreadPool:
         self._running: set[cf.Future] = set()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
+        """Run ``fn(*args)`` on a pool thread; an asyncio future of its result."""
         future = self._executor.submit(fn, *args)
         self._running.add(future)
         future.add_done_callback(self._running.discard)
@@ -83,10 +84,12 @@ class Window:
 
     @property
     def full(self) -> bool:
+        """No room for another job."""
         return len(self._in_flight) >= self.max_in_flight
 
     @property
     def empty(self) -> bool:
+        """No job in flight."""
         return not self._in_flight
 
     @property
@@ -110,6 +113,7 @@ class ComputeLane(Window):
         self.pool = pool
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Start ``fn(*args)`` on the pool as the newest job of this lane."""
         self._in_flight.append(self.pool.submit(_timed, fn, args))
 
     async def next_result(self) -> Any:

@@ -43,7 +43,9 @@ class Producer(Protocol):
     name: str
     provides: tuple[str, ...]
 
-    def chunks(self) -> AsyncIterator[dict[str, Chunk]]: ...
+    def chunks(self) -> AsyncIterator[dict[str, Chunk]]:
+        """Chunks in time order, one ``{data type: chunk}`` per step."""
+        ...
 
 
 class Consumer(Protocol):
@@ -52,9 +54,13 @@ class Consumer(Protocol):
     name: str
     data_type: str
 
-    async def consume(self, reader: ChannelReader, pool: ThreadPool) -> None: ...
+    async def consume(self, reader: ChannelReader, pool: ThreadPool) -> None:
+        """Read every chunk of the data type (heavy work on ``pool``) until the end."""
+        ...
 
-    async def abort(self, error: BaseException) -> None: ...
+    async def abort(self, error: BaseException) -> None:
+        """The request failed: keep nothing half-done that could pass for complete data."""
+        ...
 
 
 @dataclass
