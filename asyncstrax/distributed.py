@@ -943,8 +943,9 @@ def _parse_config(items: Sequence[str]) -> dict[str, Any]:
     config = {}
     for item in items:
         name, sep, text = item.partition("=")
-        if not sep or not name:
-            raise SystemExit(f"asyncstrax process: --config wants OPTION=VALUE, got {item!r}")
+        if not sep or not name.strip():
+            # a usage error: run_process prints it in one line, exit code 2
+            raise InvalidConfiguration(f"--config wants OPTION=VALUE, got {item!r}")
         try:
             config[name.strip()] = json.loads(text)
         except ValueError:

@@ -16,6 +16,9 @@ from .metadata import is_complete, metadata_filename, parse_folder_name, read_me
 
 __all__ = ["list_stored"]
 
+#: runs named when ``asyncstrax ls --run`` finds nothing of the run asked for
+_RUNS_SHOWN = 10
+
 
 def _folder_size(path: str) -> int:
     total = 0
@@ -102,9 +105,17 @@ def run_ls(args: Any) -> int:
         what = "is not a folder" if os.path.exists(args.path) else "does not exist"
         print(f"asyncstrax ls: {args.path} {what}", file=sys.stderr)
         return 2
-    rows = [r for r in list_stored(args.path) if args.run is None or r["run_id"] == args.run]
+    stored = list_stored(args.path)
+    rows = [r for r in stored if args.run is None or r["run_id"] == args.run]
     if not rows:
-        print(f"nothing stored in {args.path}")
+        if not stored:
+            print(f"nothing stored in {args.path}")
+        else:  # the folder holds other runs: say which, so a typo is easy to spot
+            runs = sorted({r["run_id"] for r in stored})
+            shown = ", ".join(runs[:_RUNS_SHOWN])
+            more = f" and {len(runs) - _RUNS_SHOWN} more" if len(runs) > _RUNS_SHOWN else ""
+            print(f"run {args.run} has nothing stored in {args.path}; it holds "
+                  f"{len(runs)} other run{'s' if len(runs) != 1 else ''}: {shown}{more}")
         return 0
     # columns as wide as their longest entry, so long run ids and names never run together
     run_w = max(len("run"), *(len(r["run_id"]) for r in rows)) + 2

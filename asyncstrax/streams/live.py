@@ -31,6 +31,8 @@ import sys
 import time
 from typing import Any
 
+from asyncstrax.cli import int_at_least, non_negative_number, port_number, positive_number
+
 __all__ = ["add_digitizer_arguments", "run_digitizer", "add_live_arguments", "run_live",
            "serve_digitizer", "process_live"]
 
@@ -75,7 +77,8 @@ def _run_with_sigint(main: Any, on_sigint: Any) -> int:
             try:
                 loop.add_signal_handler(signal.SIGINT, handler)
                 loop.add_signal_handler(signal.SIGTERM, handler)
-            except (NotImplementedError, RuntimeError):  # pragma: no cover - not the main thread
+            # not the main thread: asyncio says RuntimeError, uvloop ValueError
+            except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover
                 pass
             return await main(stop, box)
 
@@ -93,29 +96,31 @@ def _run_with_sigint(main: Any, on_sigint: Any) -> int:
 def add_digitizer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to bind (default 127.0.0.1: this host only)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+    parser.add_argument("--port", type=port_number, default=DEFAULT_PORT,
                         help=f"port (default {DEFAULT_PORT}; 0 = any free port)")
-    parser.add_argument("--rate", type=float, default=10.0,
+    parser.add_argument("--rate", type=positive_number, default=10.0,
                         help="raw_records data rate [MB/s] (default 10)")
-    parser.add_argument("--event-rate", type=float, default=None,
+    parser.add_argument("--event-rate", type=non_negative_number, default=None,
                         help="event rate [Hz] instead of --rate (starts faster: no pilot run)")
-    parser.add_argument("--seconds", type=float, default=10.0,
+    parser.add_argument("--seconds", type=non_negative_number, default=10.0,
                         help="detector seconds in the run; 0 = until Ctrl-C (default 10)")
-    parser.add_argument("--chunk-mb", type=float, default=2.0,
+    parser.add_argument("--chunk-mb", type=positive_number, default=2.0,
                         help="size of the chunks [MB] (default 2)")
-    parser.add_argument("--speed", type=float, default=1.0,
+    parser.add_argument("--speed", type=positive_number, default=1.0,
                         help="detector seconds per wall-clock second (default 1: real time)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--n-channels", type=int, default=248, help="PMT channels (default 248)")
+    parser.add_argument("--seed", type=int_at_least(0), default=0,
+                        help="random seed, 0 or more (default 0)")
+    parser.add_argument("--n-channels", type=int_at_least(2), default=248,
+                        help="PMT channels, 2 or more (default 248)")
     parser.add_argument("--run-id", default=None, help="run id (default: live_<unix time>)")
     parser.add_argument("--transport", choices=("tcp", "sharedmem"), default="tcp",
                         help="payload transport (sharedmem: for subscribers on this host)")
     parser.add_argument("--compress", action="store_true", help="lz4-compress TCP payloads")
     parser.add_argument("--token", default=os.environ.get(TOKEN_ENV),
                         help=f"shared secret subscribers must present (default ${TOKEN_ENV})")
-    parser.add_argument("--wait-subscribers", type=int, default=1,
+    parser.add_argument("--wait-subscribers", type=int_at_least(0), default=1,
                         help="wait for this many subscribers before the run starts (default 1)")
-    parser.add_argument("--buffer-mb", type=float, default=256.0,
+    parser.add_argument("--buffer-mb", type=positive_number, default=256.0,
                         help="buffer per subscriber [MB] before a lossless one blocks the run "
                              "(default 256)")
 
@@ -133,9 +138,17 @@ async def serve_digitizer(args: argparse.Namespace, stop: asyncio.Event,
                           chunk_duration_ns=int(args.chunk_mb / max(args.rate, 1e-3) * 1e9))
     else:
         sim_config = dict(raw_data_rate_mb_s=float(args.rate), chunk_mb=float(args.chunk_mb))
-    sim = await asyncio.to_thread(make_simulator, dict(seed=args.seed,
-                                                       n_channels=args.n_channels, **sim_config),
-                                  keep_truth=False)  # it may serve for hours
+    try:
+        sim = await asyncio.to_thread(make_simulator,
+                                      dict(seed=args.seed, n_channels=args.n_channels,
+                                           **sim_config),
+                                      keep_truth=False)  # it may serve for hours
+    except ValueError as error:  # e.g. a --rate below what dark counts alone give
+        what = ("--event-rate" if args.event_rate is not None
+                else f"--rate {args.rate:g} MB/s")
+        print(f"asyncstrax digitizer: cannot simulate {what}: {error}", file=sys.stderr,
+              flush=True)
+        return 2
     pub = Publisher("raw_records", host=args.host, port=args.port, transport=args.transport,
                     compress=args.compress, token=args.token, dtype=sim.dtype,
                     data_kind="raw_records", run_id=run_id,
@@ -228,8 +241,24 @@ def _saved_as_made(plugin_class: type) -> type:
                  "__doc__": plugin_class.__doc__})
 
 
+def _stream_address(text: str) -> str:
+    """An address ``parse_address`` can read (checked here: a usage error, exit code 2)."""
+    from asyncstrax.errors import StreamError
+    from asyncstrax.streams.protocol import parse_address
+
+    try:
+        parse_address(text)
+    except StreamError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+_stream_address.__name__ = "stream address"
+
+
 def add_live_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--address", default=f"tcp://127.0.0.1:{DEFAULT_PORT}",
+    parser.add_argument("--address", type=_stream_address,
+                        default=f"tcp://127.0.0.1:{DEFAULT_PORT}",
                         help=f"stream to subscribe to (default tcp://127.0.0.1:{DEFAULT_PORT})")
     parser.add_argument("--token", default=os.environ.get(TOKEN_ENV),
                         help=f"the stream's shared secret (default ${TOKEN_ENV})")
@@ -246,11 +275,12 @@ def add_live_arguments(parser: argparse.ArgumentParser) -> None:
                              "lineage of its own); by default nothing is saved then")
     parser.add_argument("--no-sharedmem", action="store_true",
                         help="take the bytes over TCP even from a shared-memory digitizer")
-    parser.add_argument("--n-channels", type=int, default=248, help="PMT channels (default 248)")
+    parser.add_argument("--n-channels", type=int_at_least(2), default=248,
+                        help="PMT channels, 2 or more (default 248)")
     parser.add_argument("--max-workers", type=int, default=os.cpu_count() or 1,
                         help="worker threads for parallel plugins (default: CPU count)")
-    parser.add_argument("--interval", type=float, default=1.0,
-                        help="seconds between live lines (default 1)")
+    parser.add_argument("--interval", type=positive_number, default=1.0,
+                        help="seconds between live lines, more than 0 (default 1)")
     parser.add_argument("--wait", action="store_true",
                         help="if the stream is not up yet, keep trying (until Ctrl-C)")
 
@@ -272,7 +302,11 @@ async def process_live(args: argparse.Namespace, stop: asyncio.Event, box: dict)
             info = asking.result()
             break
         except StreamError as error:
-            if not args.wait or "cannot connect" not in str(error) or stop.is_set():
+            not_up = "cannot connect" in str(error)
+            if not_up and not args.wait:
+                raise StreamError(f"{error} (start `asyncstrax digitizer` first, or give "
+                                  f"--wait to keep trying until the stream is up)") from None
+            if not args.wait or not not_up or stop.is_set():
                 raise
             await asyncio.sleep(0.5)  # the digitizer is not up yet: try again until Ctrl-C
     first = None
@@ -346,8 +380,11 @@ async def process_live(args: argparse.Namespace, stop: asyncio.Event, box: dict)
         return text
 
     async def report() -> None:
+        # --interval is > 0 on the command line; a floor for callers passing their own args
+        # (0 would print a line per turn of the event loop)
+        interval = max(float(args.interval), 0.01)
         while True:
-            await asyncio.sleep(args.interval)
+            await asyncio.sleep(interval)
             print(line(), flush=True)
 
     async def stop_when_asked() -> None:

@@ -20,25 +20,21 @@ from typing import Any
 
 import numpy as np
 
+from asyncstrax.cli import int_at_least, positive_number
+
 __all__ = ["add_arguments", "run", "process_demo_run", "reconstruction_summary", "format_summary"]
 
 RUN_ID = "demo"
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seconds", type=_positive, default=5.0,
+    parser.add_argument("--seconds", type=positive_number, default=5.0,
                         help="seconds of detector time to simulate (default 5)")
-    parser.add_argument("--rate", type=_positive, default=20.0,
+    parser.add_argument("--rate", type=positive_number, default=20.0,
                         help="raw_records data rate of the detector [MB/s] (default 20)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--chunk-mb", type=float, default=10.0,
+    parser.add_argument("--seed", type=int_at_least(0), default=0,
+                        help="random seed, 0 or more (default 0)")
+    parser.add_argument("--chunk-mb", type=positive_number, default=10.0,
                         help="size of the simulated chunks [MB] (default 10)")
     parser.add_argument("--output", default="demo_output",
                         help="folder for the plot and the data (default ./demo_output)")
@@ -203,19 +199,39 @@ def format_summary(r: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     from asyncstrax import Context
     from asyncstrax.context import run_sync
-    from asyncstrax.tpc.plugins import TPC_PLUGINS
+    from asyncstrax.errors import StorageError
+    from asyncstrax.tpc.plugins import TPC_PLUGINS, make_simulator
 
     t_start = time.perf_counter()
-    os.makedirs(args.output, exist_ok=True)
-    storage_path = None if args.no_storage else (
-        args.storage or os.path.join(args.output, "strax_data"))
-    storage = make_storage(storage_path)
     config = dict(
         seed=args.seed,
         raw_data_rate_mb_s=float(args.rate),
         run_duration_ns=int(args.seconds * 1e9),
         chunk_mb=float(args.chunk_mb),
     )
+    # options the detector itself refuses (a --rate below what dark counts alone give) end
+    # here, in one line, not in a traceback from inside the pipeline
+    try:
+        make_simulator(config, keep_truth=False)
+    except ValueError as error:
+        print(f"asyncstrax demo: cannot simulate --rate {args.rate:g} MB/s: {error}",
+              file=sys.stderr)
+        return 2
+    try:
+        os.makedirs(args.output, exist_ok=True)
+    except OSError as error:
+        why = ("a file of that name exists" if os.path.isfile(args.output)
+               else error.strerror or str(error))
+        print(f"asyncstrax demo: cannot make the --output folder {args.output}: {why}",
+              file=sys.stderr)
+        return 2
+    storage_path = None if args.no_storage else (
+        args.storage or os.path.join(args.output, "strax_data"))
+    try:
+        storage = make_storage(storage_path)
+    except StorageError as error:
+        print(f"asyncstrax demo: --storage: {error}", file=sys.stderr)
+        return 2
     ctx = Context(storage=storage, register=TPC_PLUGINS, config=config)
     print(f"asyncstrax demo: {args.seconds:g} s of a {ctx.config.get('n_channels', 248)}-channel "
           f"TPC at {args.rate:g} MB/s of raw_records (seed {args.seed}), "
@@ -245,7 +261,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - `asyncstrax demo`
-    parser = argparse.ArgumentParser(prog="asyncstrax demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="asyncstrax demo",
+        description="simulate, process and plot a few seconds of a TPC")
     add_arguments(parser)
     return run(parser.parse_args(argv))
 
