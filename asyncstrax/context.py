@@ -668,7 +668,7 @@ class Context(StraxContextMethods):
         if not isinstance(run_id, (str, int)):
             from .distributed import get_df_many
 
-            return get_df_many(self, run_id, targets, **kwargs)
+            return get_df_many(self, run_id, targets, _stacklevel=4, **kwargs)
         return to_dataframe(run_sync(self.aget_array(run_id, targets, **kwargs), "aget_df"))
 
     def make(self, run_id: str, targets: str | Sequence[str], **kwargs: Any) -> None:
@@ -749,7 +749,7 @@ def _type_str(dtype: np.dtype) -> str:
     return str(dtype)
 
 
-def to_dataframe(data: np.ndarray, warn: bool = True) -> Any:
+def to_dataframe(data: np.ndarray, warn: bool = True, stacklevel: int = 3) -> Any:
     """A pandas DataFrame of a structured array; multi-dimensional fields (waveforms) are
     left out, with a warning naming them: a column of per-row arrays (strax's choice) costs a
     Python object per row and defeats pandas' operations. ``get_array`` keeps them."""
@@ -761,5 +761,5 @@ def to_dataframe(data: np.ndarray, warn: bool = True) -> Any:
     if left_out and warn:
         warnings.warn(f"get_df leaves out the multi-dimensional fields {left_out}; use "
                       f"get_array to read them (keep_columns without them: no warning)",
-                      stacklevel=3)
+                      stacklevel=stacklevel)
     return pd.DataFrame({n: data[n] for n in names})

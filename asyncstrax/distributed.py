@@ -770,6 +770,9 @@ def get_df_many(ctx: Context, run_ids: Iterable[str], targets: str | Sequence[st
     """
     import pandas as pd
 
+    from .context import to_dataframe
+
+    stacklevel = kwargs.pop("_stacklevel", 3)  # the user's line for warnings, via get_df too
     ignore_errors = kwargs.pop("ignore_errors", False)
     add_run_id = kwargs.pop("add_run_id_field", True)
     as_bytes = kwargs.pop("run_id_as_bytes", False)
@@ -777,15 +780,19 @@ def get_df_many(ctx: Context, run_ids: Iterable[str], targets: str | Sequence[st
     frames = []
     for run_id in dict.fromkeys(str(r) for r in run_ids):
         try:
-            df = ctx.get_df(run_id, targets, **kwargs)
+            data = ctx.get_array(run_id, targets, **kwargs)
         except AsyncstraxError as error:
             if not ignore_errors:
                 raise
-            warnings.warn(f"run {run_id!r} failed and is left out: {error}", stacklevel=2)
+            warnings.warn(f"run {run_id!r} failed and is left out: {error}",
+                          stacklevel=stacklevel - 1)
             continue
+        # fields left out of the frame are the same for every run: say so once
+        df = to_dataframe(data, warn=not frames, stacklevel=stacklevel)
         if add_run_id:
             label: Any = run_id.encode() if as_bytes else run_id
-            df.insert(0, "run_id", pd.Series([label] * len(df), dtype=object, index=df.index))
+            df.insert(0, "run_id", pd.Series([label] * len(df), index=df.index,
+                                             dtype=object if as_bytes else str))
         frames.append(df)
     if not frames:
         raise ValueError("get_df_many needs at least one run id")

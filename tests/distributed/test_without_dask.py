@@ -109,6 +109,17 @@ def test_get_df_of_several_runs_takes_strax_multi_run_arguments():
     assert ctx.get_df(["a"], "fragile", run_id_as_bytes=True)["run_id"][0] == b"a"
 
 
+def test_get_df_of_several_runs_warns_once_at_the_callers_line():
+    import pandas as pd
+
+    ctx = ax.Context(register=toy.PLUGINS, config={"n_chunks": 1, "n_per_chunk": 5})
+    with pytest.warns(UserWarning, match=r"leaves out the multi-dimensional fields \['wave'\]"
+                      ) as record:
+        df = ctx.get_df(["a", "b", "c"], "samples")
+    assert len(record) == 1 and record[0].filename == __file__
+    assert pd.api.types.is_string_dtype(df["run_id"])  # as strax's (not object)
+
+
 class Windows(ax.Plugin):
     """Of a kind of its own (nothing in it): with samples, two kinds for one request."""
 
