@@ -90,6 +90,7 @@ port_number.__name__ = "port number"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``asyncstrax COMMAND ...``; returns the exit code (2: a usage error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="asyncstrax", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -226,6 +226,7 @@ class ContextSpec:
         )
 
     def check_picklable(self) -> None:
+        """Refuse, naming the culprit, a description that cannot be sent to Dask workers."""
         try:
             pickle.dumps(self)
         except Exception as error:  # noqa: BLE001 - pickle raises many kinds
@@ -310,6 +311,7 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
+        """The run's data is stored (made now or before)."""
         return self.status in ("ok", "skipped")
 
 
@@ -320,17 +322,21 @@ class RunReports(list):
 
     @property
     def failed(self) -> list[str]:
+        """Run ids that failed, in the order given."""
         return [r.run_id for r in self if r.status == "failed"]
 
     @property
     def skipped(self) -> list[str]:
+        """Run ids already stored before the call."""
         return [r.run_id for r in self if r.status == "skipped"]
 
     @property
     def done(self) -> list[str]:
+        """Run ids made and saved by the call."""
         return [r.run_id for r in self if r.status == "ok"]
 
     def by_run(self) -> dict[str, RunReport]:
+        """The reports by run id."""
         return {r.run_id: r for r in self}
 
     def raise_if_failed(self) -> None:
@@ -341,6 +347,7 @@ class RunReports(list):
             raise AsyncstraxError(f"{len(failed)} of {len(self)} runs failed:\n{lines}")
 
     def to_dataframe(self) -> Any:
+        """One row per run: status, seconds, worker, items per target, error."""
         import pandas as pd
 
         rows = [dict(run_id=r.run_id, status=r.status, seconds=r.seconds,
@@ -349,6 +356,7 @@ class RunReports(list):
                                            "error"])
 
     def table(self) -> str:
+        """A text table of the runs and a count of made, skipped and failed ones."""
         lines = [f"{'run':<16}{'status':<9}{'seconds':>9}{'items':>12}  error"]
         for r in self:
             lines.append(f"{r.run_id:<16}{r.status:<9}{r.seconds:>9.2f}"

@@ -94,6 +94,7 @@ def _run_with_sigint(main: Any, on_sigint: Any) -> int:
 
 # ---------------------------------------------------------------------- digitizer
 def add_digitizer_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``asyncstrax digitizer``."""
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to bind (default 127.0.0.1: this host only)")
     parser.add_argument("--port", type=port_number, default=DEFAULT_PORT,
@@ -230,6 +231,7 @@ async def _unless_stopped(aw: Any, stop: asyncio.Event) -> bool:
 
 
 def run_digitizer(args: argparse.Namespace) -> int:
+    """``asyncstrax digitizer``: serve simulated raw_records until done or Ctrl-C."""
     return _run_with_sigint(lambda stop, box: serve_digitizer(args, stop, box), lambda box: None)
 
 
@@ -257,6 +259,7 @@ _stream_address.__name__ = "stream address"
 
 
 def add_live_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``asyncstrax live``."""
     parser.add_argument("--address", type=_stream_address,
                         default=f"tcp://127.0.0.1:{DEFAULT_PORT}",
                         help=f"stream to subscribe to (default tcp://127.0.0.1:{DEFAULT_PORT})")
@@ -286,6 +289,8 @@ def add_live_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def process_live(args: argparse.Namespace, stop: asyncio.Event, box: dict) -> int:
+    """Subscribe, process the TPC chain and save as data arrives, until the run ends or
+    ``stop`` is set (Ctrl-C); returns the exit code."""
     from asyncstrax import Context
     from asyncstrax.errors import StreamError
     from asyncstrax.streams import Subscriber, stream_info, subscriber_plugin
@@ -421,4 +426,5 @@ def _subscriber(pipeline: Any) -> Any:
 
 
 def run_live(args: argparse.Namespace) -> int:
+    """``asyncstrax live``: process a live stream until its run ends or Ctrl-C."""
     return _run_with_sigint(lambda stop, box: process_live(args, stop, box), lambda box: None)

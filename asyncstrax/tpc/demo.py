@@ -28,6 +28,7 @@ RUN_ID = "demo"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``asyncstrax demo``."""
     parser.add_argument("--seconds", type=positive_number, default=5.0,
                         help="seconds of detector time to simulate (default 5)")
     parser.add_argument("--rate", type=positive_number, default=20.0,
@@ -181,6 +182,7 @@ def format_table(summary: Any, raw_mb: float | None = None) -> str:
 
 
 def format_summary(r: dict[str, Any]) -> str:
+    """The demo's printed result: injected, reconstructed and found events, S1/S2 areas."""
     lines = [
         f"injected events      {r['injected']:>6}",
         f"reconstructed events {r['reconstructed']:>6}",
@@ -197,6 +199,7 @@ def format_summary(r: dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------- command
 def run(args: argparse.Namespace) -> int:
+    """``asyncstrax demo``: simulate, process, save, print and plot; returns the exit code."""
     from asyncstrax import Context
     from asyncstrax.context import run_sync
     from asyncstrax.errors import StorageError

@@ -318,6 +318,7 @@ class Simulator:
 
     @property
     def expected_mb_per_s(self):
+        """Mean MB/s of raw_records this simulator makes: dark counts plus events."""
         return self.dark_mb_per_s() + self.event_rate_hz * self.mb_per_event()
 
     # ------------------------------------------------------------------ truth
