@@ -785,7 +785,7 @@ def get_df_many(ctx: Context, run_ids: Iterable[str], targets: str | Sequence[st
     add_run_id = kwargs.pop("add_run_id_field", True)
     as_bytes = kwargs.pop("run_id_as_bytes", False)
     kwargs.pop("max_runs_in_flight", None)
-    frames = []
+    frames: list[Any] = []
     for run_id in dict.fromkeys(str(r) for r in run_ids):
         try:
             data = ctx.get_array(run_id, targets, **kwargs)
