@@ -384,7 +384,10 @@ class Simulator:
         amp = np.concatenate([p[2] for p in pieces])
         del pieces
         order = np.argsort(ch * (1 << 40) + sample, kind="stable")
-        sample, ch, amp = sample[order], ch[order], amp[order]
+        # one table at a time, so an old and a new copy of only one are alive at once
+        sample = sample[order]
+        ch = ch[order]
+        amp = amp[order]
         del order
         amp *= self.gains[ch]
         p_ch, p_start, p_len, p_ph0, p_ph1 = _build_pulses(
