@@ -175,6 +175,11 @@ class Plugin:
 
     def _fix_declarations(self) -> None:
         """Normalize dtype and data_kind once dependencies are known (called by the Context)."""
+        parallel = type(self).parallel if "parallel" not in vars(self) else self.parallel
+        if parallel not in (False, True, "process"):
+            raise InvalidConfiguration(
+                f"parallel must be False, True (threads) or 'process', not {parallel!r}",
+                plugin=self.name)
         declared = type(self).dtype if "dtype" not in vars(self) else self.dtype
         dtype = declared if declared is not None else self.infer_dtype()
         if self.multi_output:

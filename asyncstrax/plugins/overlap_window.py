@@ -10,12 +10,12 @@ end) are held back and recomputed next time; inputs that the next computation ma
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..chunk import Chunk, concat_arrays, split_index
-from ..errors import CannotSplit, PluginGaveWrongOutput
+from ..errors import CannotSplit, InvalidConfiguration, PluginGaveWrongOutput
 from .base import Plugin, Work
 
 __all__ = ["OverlapWindowPlugin", "common_split_time"]
@@ -36,7 +36,21 @@ def common_split_time(arrays: dict[str, np.ndarray], t: int, floor: int) -> int:
 
 
 class OverlapWindowPlugin(Plugin):
-    """Plugin whose items need inputs within a window around them, across chunk breaks."""
+    """Plugin whose items need inputs within a window around them, across chunk breaks.
+
+    It carries its inputs and held-back results from one step to the next, so its steps
+    must run one after another: it cannot be ``parallel`` (as in strax, where it never is).
+    """
+
+    parallel: ClassVar[bool | str] = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        if type(self).parallel:
+            raise InvalidConfiguration(
+                f"{self.name} is an OverlapWindowPlugin, whose steps depend on the previous "
+                f"ones, so it cannot be parallel (parallel={type(self).parallel!r}); set "
+                f"parallel = False", plugin=self.name)
 
     def get_window_size(self) -> Any:
         """Nanoseconds of input an output item may need on either side."""

@@ -261,3 +261,25 @@ def test_results_straddling_what_was_sent_are_an_error():
     assert info.value.chunk_i == 1
     # In one chunk nothing was sent before, so nothing can straddle it.
     assert len(ctx_for(plugins=[Pulses, Growing]).get_array("r", "growing")) == 500
+
+
+@pytest.mark.parametrize("parallel", [True, "process"])
+def test_parallel_is_refused(parallel):
+    """Its steps carry state to the next: in flight together they gave wrong data."""
+
+    class ParallelNear(Near):
+        provides = "parallel_near"
+
+    ParallelNear.parallel = parallel
+    with pytest.raises(ax.InvalidConfiguration, match="OverlapWindowPlugin.*cannot be parallel"):
+        ax.Context(register=[Pulses, ParallelNear], max_workers=2).get_array("r", "parallel_near")
+
+
+@pytest.mark.parametrize("parallel", ["processes", "thread", 2])
+def test_unknown_parallel_values_are_refused(parallel):
+    class Typo(PulseBasics):
+        provides = "typo_basics"
+
+    Typo.parallel = parallel
+    with pytest.raises(ax.InvalidConfiguration, match="parallel must be False, True"):
+        ax.Context(register=[Pulses, Typo]).get_array("r", "typo_basics")
