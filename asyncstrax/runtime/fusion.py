@@ -9,7 +9,10 @@ component ``Records+Peaks+PeakBasics`` in the run summary, and errors still name
 plugin that raised.
 
 Only plain compute plugins (stateless across chunks, strax's rule for ``parallel`` plugins) are
-fused; family plugins that override ``process_work`` keep their own task.
+fused; family plugins that override ``process_work`` keep their own task. Thread plugins fuse
+with thread plugins and process plugins with process plugins: a ``parallel=True`` plugin
+never lands in a worker process it did not ask for (it may not pickle, or may rely on this
+process).
 
 An intermediate data type that is saved (but read by nothing else) does not stop a chain when
 its saver does not rechunk: the chain writes its chunk files itself, where they were made
@@ -187,7 +190,8 @@ def fuse_parallel_chains(
         while True:
             out = chain[-1].provides[0]
             nxt = by_input.get(out)
-            if nxt is None or out in keep_separate or readers.get(out, 0) != 1:
+            if (nxt is None or out in keep_separate or readers.get(out, 0) != 1
+                    or (nxt.parallel == "process") != (plugin.parallel == "process")):
                 break
             chain.append(nxt)
         if len(chain) > 1:

@@ -64,6 +64,17 @@ def test_fused_chain_gives_the_same_output_as_separate_plugins():
     assert len(ctx3.last_summary.components) == 3
 
 
+def test_thread_plugins_are_not_fused_into_worker_processes():
+    class LocalScaled(Scaled):  # defined here: it cannot be pickled for a worker process
+        pass
+
+    reference, _ = run([ParallelBasics, Scaled], fuse=False)
+    got, ctx = run([ProcessBasics, LocalScaled], max_workers=2)
+    np.testing.assert_array_equal(got, reference)
+    assert [c.name for c in ctx.last_summary.components] == ["Pulses", "ProcessBasics",
+                                                             "LocalScaled"]
+
+
 def test_fused_chain_in_worker_processes():
     separate, _ = run([ParallelBasics, Scaled], fuse=False)
     fused, ctx = run([ProcessBasics, ProcessScaled], max_workers=2)
