@@ -176,9 +176,12 @@ def _worker_warm(jobs: Sequence[tuple[str, bytes]], wait: bool) -> tuple[int, li
 
 
 def _portable(error: BaseException) -> BaseException:
-    """``error`` if it pickles, else a RuntimeError carrying its type and message."""
+    """``error`` if it survives the trip to the parent, else a RuntimeError carrying its type
+    and message. Both ways are tried: an exception class whose ``__init__`` takes other
+    arguments than it passes to ``Exception`` pickles but cannot be unpickled, and the parent
+    failing to unpickle a result breaks the whole pool."""
     try:
-        pickle.dumps(error)
+        pickle.loads(pickle.dumps(error))
         return error
     except Exception:
         return RuntimeError(f"{type(error).__name__}: {error}")

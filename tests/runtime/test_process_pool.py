@@ -71,6 +71,20 @@ class FailingBasics(ProcessBasics):
         return super().compute(pulses)
 
 
+class CalibrationError(Exception):
+    """A user exception whose __init__ differs from Exception's: pickles, cannot unpickle."""
+
+    def __init__(self, constant, chunk_i):
+        super().__init__(f"bad constant {constant} in chunk {chunk_i}")
+
+
+class OddlyFailingBasics(ProcessBasics):
+    def compute(self, pulses, chunk_i):
+        if chunk_i == 3:
+            raise CalibrationError(0.5, chunk_i)
+        return super().compute(pulses)
+
+
 class KillerBasics(ProcessBasics):
     """Kills its own worker process (SIGKILL) on chunk 2; never the test process."""
 
@@ -432,6 +446,21 @@ def test_context_end_to_end(clean):
                 ctx2.get_array("r", "pulse_basics")
         finally:
             ctx2.close()
+    finally:
+        ctx.close()
+
+
+def test_an_exception_that_cannot_be_unpickled_is_reported_not_a_dead_pool(clean):
+    ctx = ax.Context(register=[Pulses, OddlyFailingBasics], max_workers=2,
+                     config={"chunk_bounds": tuple(range(10_000, T_END, 10_000))})
+    try:
+        with pytest.raises(ax.PluginError, match="CalibrationError: bad constant 0.5 in chunk 3"
+                           ) as info:
+            ctx.get_array("r", "pulse_basics")
+        assert not isinstance(info.value, WorkerDied) and info.value.chunk_i == 3
+        assert "CalibrationError" in str(info.value.__cause__)
+        ctx.set_context_config({"max_workers": 1})
+        assert len(ctx.get_array("r", "pulses")) == 500  # the context still works
     finally:
         ctx.close()
 
