@@ -308,26 +308,20 @@ def timed_file_store(path: str, timed: tuple[str, ...] = ("event_basics",)) -> A
 
 
 # ====================================================================== the chains
-def live_plugins(address: str, dtype: Any, per_chunk_event_basics: bool = False) -> list:
+def live_plugins(address: str, dtype: Any) -> list:
     """``asyncstrax live``'s plugins (streams.live.process_live): the TPC chain with raw_records
     from the stream (a lossless ``block`` subscriber)."""
     from asyncstrax.streams import subscriber_plugin
 
     source = subscriber_plugin("raw_records", address, dtype, "raw_records", policy="block")
-    return chain_plugins(source, per_chunk_event_basics)
+    return chain_plugins(source)
 
 
-def chain_plugins(source: type, per_chunk_event_basics: bool = False) -> list:
-    from asyncstrax.tpc.plugins import TPC_PLUGINS, EventBasics, RawRecords
+def chain_plugins(source: type) -> list:
+    """The chain exactly as ``asyncstrax live`` builds it: every level saved chunk by chunk."""
+    from asyncstrax.streams.live import live_chain_plugins
 
-    plugins = [p for p in TPC_PLUGINS if p is not RawRecords] + [source]
-    if per_chunk_event_basics:
-        # event_basics written chunk by chunk, as they are made (the shipped plugin rechunks
-        # on save to 200 MB files: a live run's event_basics then reach the disk at its end)
-        per_chunk = type("EventBasics", (EventBasics,), {"rechunk_on_save": False,
-                                                         "__module__": __name__})
-        plugins = [per_chunk if p is EventBasics else p for p in plugins]
-    return plugins
+    return live_chain_plugins(source)
 
 
 def pregenerated_source(chunks: list[tuple[int, int, np.ndarray]]) -> type:

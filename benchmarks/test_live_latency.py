@@ -24,10 +24,10 @@ process before anything is timed (a live process that has been up for a while).
    - **computed latency**: the same, with the time the event_basics saver *took* the chunks
      from the pipeline (made, not yet written).
 
-   event_basics are saved chunk by chunk here (``rechunk_on_save=False`` on EventBasics,
-   nothing else changed): the shipped plugin merges its chunks to 200 MB before writing, so in
-   ``asyncstrax live`` a run's event_basics reach the disk only at its end (or every 200 MB of
-   event_basics), and the saved latency would be "until the end of the run".
+   Every level is saved chunk by chunk as it is made, as ``asyncstrax live`` saves it
+   (``streams.live.live_chain_plugins``: ``rechunk_on_save=False`` on every plugin; offline
+   plugins merge small chunks to 200 MB files, which would put a live run's data on disk only
+   at its end).
    - **no_wait latency**: the saved latency of the chunk's range but its last two
      overlap windows (2 x 270 us): those events can be closed without the next chunk, so this
      is what the chain and the stream add without the wait for the next chunk.
@@ -101,8 +101,7 @@ def measure_latency(tmp: str, seconds: float, rate: float, chunk_mb: float) -> d
         async def live() -> tuple:
             info = await stream_info(address, data_type="raw_records")
             ctx = Context(storage=[store], config=dict(n_channels=N_CHANNELS),
-                          register=H.live_plugins(address, info.dtype,
-                                                  per_chunk_event_basics=True))
+                          register=H.live_plugins(address, info.dtype))
             wall, n_events, pipeline = await H.run_chain(ctx, info.run_id)
             return wall, n_events, H.subscriber_of(pipeline).statistics(), ctx
 

@@ -236,6 +236,16 @@ def run_digitizer(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- live
+def live_chain_plugins(source: type) -> list[type]:
+    """The TPC chain as ``asyncstrax live`` runs it, raw_records from ``source``: every plugin
+    saves its output chunk by chunk as it is made (no merging to a target size first), so what
+    is saved trails the detector by a chunk, not by a whole run. Same class names and versions:
+    the lineage, and so the stored data's key, is unchanged."""
+    from asyncstrax.tpc.plugins import TPC_PLUGINS, RawRecords
+
+    return [_saved_as_made(p) for p in TPC_PLUGINS if p is not RawRecords] + [source]
+
+
 def _saved_as_made(plugin_class: type) -> type:
     """The same plugin, its outputs saved chunk by chunk (``rechunk_on_save = False``)."""
     return type(plugin_class.__name__, (plugin_class,),
@@ -294,7 +304,6 @@ async def process_live(args: argparse.Namespace, stop: asyncio.Event, box: dict)
     from asyncstrax import Context
     from asyncstrax.errors import StreamError
     from asyncstrax.streams import Subscriber, stream_info, subscriber_plugin
-    from asyncstrax.tpc.plugins import TPC_PLUGINS, RawRecords
 
     # every wait for the peer is raced against Ctrl-C: a silent peer must not make it useless
     while True:
@@ -350,10 +359,7 @@ async def process_live(args: argparse.Namespace, stop: asyncio.Event, box: dict)
     source = subscriber_plugin("raw_records", args.address, info.dtype, "raw_records",
                                token=args.token, policy=args.policy,
                                sharedmem=not args.no_sharedmem, subscriber=first)
-    # Live data is written chunk by chunk as it is made (no merging to a target size first),
-    # so what is saved trails the detector by a chunk, not by a whole run. Same class names
-    # and versions: the lineage, and so the stored data's key, is unchanged.
-    plugins = [_saved_as_made(p) for p in TPC_PLUGINS if p is not RawRecords] + [source]
+    plugins = live_chain_plugins(source)
     ctx = Context(storage=storage, register=plugins, config=dict(n_channels=args.n_channels))
     pipeline = ctx.pipeline(info.run_id, args.target, max_workers=args.max_workers)
     box["pipeline"] = pipeline
