@@ -8,6 +8,11 @@ The same 1-worker run pinned to one CPU (every thread of this process, then unpi
 measured too: the speed-up of 2 cores over 1 core, which is what a 1-worker run measures where
 plugins cannot overlap.
 
+The four variants (1 worker, 2 threads, 2 processes, 1 worker on one CPU) each have their own
+Context, all open and warmed first; then every round runs each once, interleaved, so they see
+the same machine state. Each figure is its best of 3 rounds (1 round at the 20 MB default
+size, without ``--benchmark-enable``); speed-ups are ratios of the bests.
+
     .venv/bin/python -m pytest benchmarks/test_chain_scaling.py --benchmark-enable -s
 """
 
@@ -17,7 +22,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 
 import numpy as np
 import pytest
@@ -79,34 +84,45 @@ def one_cpu() -> Iterator[None]:
         all_threads(allowed)
 
 
-def best_seconds(plugins: list, workers: int, rounds: int) -> tuple[float, np.ndarray]:
-    with ax.Context(register=plugins, max_workers=workers) as ctx:
-        result = ctx.get_array("r", "event_basics")  # warm: kernels, pools, threads
-        best = float("inf")
+#: (name, plugins, max_workers, pinned to one CPU)
+VARIANTS = (("one_worker", THREADS, 1, False), ("two_threads", THREADS, 2, False),
+            ("two_processes", PROCESSES, 2, False), ("one_worker_one_cpu", THREADS, 1, True))
+
+
+def measure_variants(rounds: int) -> dict[str, tuple[float, np.ndarray]]:
+    """Every variant's Context open at once, each warmed, then one make per variant per round,
+    interleaved (1 worker, 2 threads, 2 processes, 1 worker on one CPU, 1 worker, ...); the
+    best time of each, and each variant's result."""
+    with ExitStack() as stack:
+        ctxs, results = {}, {}
+        for name, plugins, workers, pinned in VARIANTS:
+            ctx = ctxs[name] = stack.enter_context(ax.Context(register=plugins,
+                                                              max_workers=workers))
+            with one_cpu() if pinned else nullcontext():
+                results[name] = ctx.get_array("r", "event_basics")  # warm: kernels, pools
+        best = dict.fromkeys(ctxs, float("inf"))
         for _ in range(rounds):
-            t0 = time.perf_counter()
-            ctx.make("r", "event_basics")
-            best = min(best, time.perf_counter() - t0)
-    return best, result
+            for name, _plugins, _workers, pinned in VARIANTS:
+                with one_cpu() if pinned else nullcontext():
+                    t0 = time.perf_counter()
+                    ctxs[name].make("r", "event_basics")
+                    best[name] = min(best[name], time.perf_counter() - t0)
+    return {name: (best[name], results[name]) for name in best}
 
 
 def test_chain_scaling(benchmark, raw_mb):
     rounds = 3 if raw_mb > 50 else 1
-
-    def measure():
-        with one_cpu():
-            pinned = best_seconds(THREADS, 1, rounds)
-        return (best_seconds(THREADS, 1, rounds), best_seconds(THREADS, 2, rounds),
-                best_seconds(PROCESSES, 2, rounds), pinned)
-
-    (t1, r1), (t2, r2), (tp, rp), (tc, rc) = benchmark.pedantic(measure, rounds=1)
+    by_name = benchmark.pedantic(measure_variants, args=(rounds,), rounds=1)
+    (t1, r1), (t2, r2), (tp, rp), (tc, rc) = (by_name[name] for name, *_ in VARIANTS)
     # bit-identical (NaN fields included) whatever the workers
     assert r1.tobytes() == r2.tobytes() == rp.tobytes() == rc.tobytes()
-    figures = dict(raw_mb=raw_mb, one_worker_mb_s=raw_mb / t1, two_threads_mb_s=raw_mb / t2,
-                   two_processes_mb_s=raw_mb / tp, threads_2v1=t1 / t2, processes_2v1=t1 / tp,
-                   one_cpu_mb_s=raw_mb / tc, threads_2v1_cpu=tc / t2, processes_2v1_cpu=tc / tp)
+    figures = dict(raw_mb=raw_mb, rounds=rounds, one_worker_mb_s=raw_mb / t1,
+                   two_threads_mb_s=raw_mb / t2, two_processes_mb_s=raw_mb / tp,
+                   threads_2v1=t1 / t2, processes_2v1=t1 / tp, one_cpu_mb_s=raw_mb / tc,
+                   threads_2v1_cpu=tc / t2, processes_2v1_cpu=tc / tp)
     benchmark.extra_info.update(figures)
-    print(f"\nchain, {raw_mb:.0f} MB: 1 worker {raw_mb / t1:.0f} MB/s; 2 threads {raw_mb / t2:.0f} "
+    print(f"\nchain, {raw_mb:.0f} MB, best of {rounds} interleaved rounds: 1 worker "
+          f"{raw_mb / t1:.0f} MB/s; 2 threads {raw_mb / t2:.0f} "
           f"MB/s ({t1 / t2:.2f}x); 2 processes {raw_mb / tp:.0f} MB/s ({t1 / tp:.2f}x)"
           f"\n  vs 1 worker on one CPU, {raw_mb / tc:.0f} MB/s: 2 threads {tc / t2:.2f}x, "
           f"2 processes {tc / tp:.2f}x")
