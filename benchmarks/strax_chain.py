@@ -1,7 +1,8 @@
 """The reference TPC chain as strax 2.x plugins, run by strax's engine; prints one JSON line.
 
     <strax python> benchmarks/strax_chain.py CHUNK_DIR [--warm] [--max-chunks N]
-                                             [--workers N [--processes]]
+                                             [--workers N [--processes]] [--memory]
+                                             [--save DIR [--codec asyncstrax|strax]]
 
 Child of ``benchmarks/compare_strax.py`` (run it, not this). It needs an interpreter where
 ``import strax`` works (a separate virtualenv: strax is *not* a dependency of asyncstrax) and
@@ -10,6 +11,17 @@ Child of ``benchmarks/compare_strax.py`` (run it, not this). It needs an interpr
 isolates the engines. The source reads raw_records chunks saved by compare_strax.py (a
 ``chunks.json`` index and one .npy file per chunk). Not a test module (no ``test_`` prefix):
 pytest never imports it.
+
+``--codec`` (with ``--save``) picks what strax's "blosc" compressor does: ``asyncstrax`` (the
+default here) replaces ``strax.io.COMPRESSORS["blosc"]["compress"]`` by a copy of asyncstrax's
+blosc settings (LZ4 level 5, byte shuffle by the size of the dtype field holding most of an
+item's bytes: ``asyncstrax/storage/codecs.py``), so a saving comparison compares the engines,
+not two codec settings; ``strax`` keeps strax 2.2.3's own (``blosc.compress(data,
+shuffle=False)``: blosclz level 9, no shuffle). Either way the files are plain blosc frames
+(shuffle and typesize are in blosc's header), which strax and asyncstrax both read.
+
+``--memory`` samples the peak of the summed PSS of this process and its descendants (a process
+pool's workers) with the same sampler as ``benchmarks/asx_chain.py`` (imported from it).
 """
 
 from __future__ import annotations
@@ -23,7 +35,43 @@ import time
 T_START = time.perf_counter()
 
 
-def build_plugins(chunk_dir: str, max_chunks: int | None):
+def asyncstrax_shuffle_size(dtype) -> int:
+    """asyncstrax.storage.codecs.shuffle_size: the element size of the dtype field holding most
+    of an item's bytes (int16 waveforms -> 2, float32 -> 4); ties go to the smaller size."""
+    import numpy as np
+
+    weights: dict[int, int] = {}
+
+    def walk(dt, count: int) -> None:
+        if dt.subdtype is not None:
+            base, shape = dt.subdtype
+            walk(base, count * int(np.prod(shape)))
+        elif dt.names:
+            for name in dt.names:
+                walk(dt[name], count)
+        elif dt.itemsize:
+            weights[dt.itemsize] = weights.get(dt.itemsize, 0) + count * dt.itemsize
+
+    walk(np.dtype(dtype), 1)
+    if not weights:
+        return 1
+    return min(weights, key=lambda size: (-weights[size], size))
+
+
+def asyncstrax_blosc_compress(data):
+    """asyncstrax's blosc compressor (codecs.compress("blosc", data)) for strax's _save_file,
+    which passes the numpy array: LZ4 level 5, byte shuffle by asyncstrax_shuffle_size."""
+    import blosc
+    import numpy as np
+
+    if data.nbytes >= blosc.MAX_BUFFERSIZE:
+        raise ValueError("Blosc's input buffer cannot exceed ~2 GB")
+    flat = memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+    typesize = max(1, min(asyncstrax_shuffle_size(data.dtype), 255))
+    return blosc.compress(flat, typesize=typesize, clevel=5, shuffle=blosc.SHUFFLE, cname="lz4")
+
+
+def build_plugins(chunk_dir: str, max_chunks: int | None, processes: bool = False):
     import numpy as np
     import strax
 
@@ -47,6 +95,9 @@ def build_plugins(chunk_dir: str, max_chunks: int | None):
     if max_chunks:
         index = index[:max_chunks]
     cfg = chain_config()
+    # strax sends only parallel="process" plugins to its process pool (allow_multiprocess);
+    # parallel=True plugins run on its thread pool even when processes are allowed
+    PARALLEL = "process" if processes else True  # noqa: N806
     classification = {name: cfg[name] for name in (
         "s1_max_rise_time", "s1_max_range_50p_area", "s1_min_channels", "s2_min_area",
         "s2_min_range_50p_area", "s2_min_channels")}
@@ -77,7 +128,7 @@ def build_plugins(chunk_dir: str, max_chunks: int | None):
         provides = "records"
         depends_on = "raw_records"
         data_kind = "records"
-        parallel = True
+        parallel = PARALLEL
         dtype = record_dtype(DEFAULT_RECORD_LENGTH)
         rechunk_on_save = False
 
@@ -89,7 +140,7 @@ def build_plugins(chunk_dir: str, max_chunks: int | None):
         provides = "peaks"
         depends_on = "records"
         data_kind = "peaks"
-        parallel = True
+        parallel = PARALLEL
         dtype = peak_dtype(cfg["n_channels"], cfg["n_sum_wv_samples"], cfg["n_widths"])
 
         def compute(self, records):
@@ -100,7 +151,7 @@ def build_plugins(chunk_dir: str, max_chunks: int | None):
         provides = "peak_basics"
         depends_on = "peaks"
         data_kind = "peaks"
-        parallel = True
+        parallel = PARALLEL
         dtype = peak_basics_dtype
 
         def compute(self, peaks):
@@ -139,7 +190,13 @@ def build_plugins(chunk_dir: str, max_chunks: int | None):
         def compute(self, events, peaks):
             return compute_event_basics(events, peaks)
 
-    return [RawRecords, Records, Peaks, PeakBasics, Events, EventBasics]
+    plugins = [RawRecords, Records, Peaks, PeakBasics, Events, EventBasics]
+    # strax's process pool pickles plugins (by class reference): make the classes module
+    # globals; its workers are forked from this process, so they have them (and cfg, index)
+    for cls in plugins:
+        cls.__qualname__ = cls.__name__
+        globals()[cls.__name__] = cls
+    return plugins
 
 
 def main() -> None:
@@ -153,16 +210,27 @@ def main() -> None:
                         help="above 1: strax's threaded_mailbox processor with this many "
                              "workers (its default processor ignores max_workers)")
     parser.add_argument("--processes", action="store_true",
-                        help="with --workers: parallel plugins in a process pool "
-                             "(allow_multiprocess)")
+                        help="with --workers: the parallel plugins (Records, Peaks, "
+                             "PeakBasics) declared parallel='process', in strax's process "
+                             "pool (allow_multiprocess); with parallel=True strax would run "
+                             "them on its thread pool")
+    parser.add_argument("--codec", choices=("asyncstrax", "strax"), default="asyncstrax",
+                        help="with --save: strax's 'blosc' compressor with asyncstrax's settings "
+                             "(default) or strax's own (blosclz level 9, no shuffle)")
+    parser.add_argument("--memory", action="store_true",
+                        help="sample the summed PSS of this process and its workers")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
     import strax
 
     t_import_engine = time.perf_counter() - t0
+    if args.codec == "asyncstrax":
+        # _save_file looks the compressor up at call time; process-pool workers are forked
+        # from this process, so they inherit the replacement too
+        strax.io.COMPRESSORS["blosc"]["compress"] = asyncstrax_blosc_compress
     t0 = time.perf_counter()
-    plugins = build_plugins(args.chunk_dir, args.max_chunks)  # imports the kernels
+    plugins = build_plugins(args.chunk_dir, args.max_chunks, args.processes)  # imports the kernels
     t_import_chain = time.perf_counter() - t0
 
     def run(run_id: str) -> tuple[float, int, float]:
@@ -180,9 +248,21 @@ def main() -> None:
             s2 += float(chunk.data["s2_area"].sum())
         return time.perf_counter() - t, n, s2
 
-    first, n_events, s2_sum = run("000000")
-    warm = run("000001")[0] if args.warm else None
+    from asx_chain import MemorySampler  # this script's folder is sys.path[0]
+
+    sampler = MemorySampler()
+    if args.memory:
+        sampler.__enter__()
+    try:
+        first, n_events, s2_sum = run("000000")
+        warm = run("000001")[0] if args.warm else None
+    finally:
+        if args.memory:
+            sampler.__exit__()
     print(json.dumps(dict(
+        workers=args.workers, processes=args.processes,
+        codec=args.codec if args.save else None,
+        peak_pss_with_workers_mib=sampler.peak_mib if args.memory else None,
         engine=f"strax {strax.__version__}", import_engine_s=t_import_engine,
         import_chain_s=t_import_chain, first_run_s=first, warm_s=warm,
         total_s=time.perf_counter() - T_START,
