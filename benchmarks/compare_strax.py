@@ -133,6 +133,29 @@ def table(ours: dict, strax: dict, raw_mb: float, n_chunks: int) -> str:
     return "\n".join(lines)
 
 
+def native_table(ours: dict, native: dict) -> str:
+    """All of asyncstrax beside all of strax: strax's engine with strax's own functions for
+    records and peaks (the levels where strax has them; benchmarks/strax_native_kernels.py)."""
+    native["import_s"] = native["import_engine_s"] + native["import_chain_s"]
+    native["cold_s"] = native["import_s"] + native["first_run_s"]
+    cols = [("import s", "import_s", "{:.2f}"), ("1st run s", "first_run_s", "{:.2f}"),
+            ("cold s", "cold_s", "{:.2f}"), ("warm s", "warm_s", "{:.2f}"),
+            ("peak RSS MiB", "peak_rss_mib", "{:.0f}")]
+    head = f"{'':<34}" + "".join(f"{c[0]:>13}" for c in cols)
+    lines = ["the same job, strax with its own records and peaks functions (straxen's recipe; "
+             "peak_basics and events by asyncstrax's kernels on both sides)",
+             head, "-" * len(head),
+             f"{'asyncstrax, its kernels':<34}" + "".join(
+                 f"{fmt.format(ours[key]):>13}" for _, key, fmt in cols),
+             f"{'strax, its own functions':<34}" + "".join(
+                 f"{fmt.format(native[key]):>13}" for _, key, fmt in cols),
+             f"{'ours / strax':<34}" + "".join(
+                 f"{ours[key] / native[key]:>13.2f}" for _, key, _ in cols),
+             f"events: ours {ours['n_events']}, strax's functions {native['n_events']} (the "
+             f"kernels differ in corner cases: docs/decisions.md)"]
+    return "\n".join(lines)
+
+
 def save_table(ours: dict, strax: dict, strax_own: dict) -> str:
     """Saving every level: both engines with asyncstrax's blosc settings, and strax with its own."""
     cols = [("warm s", "warm_s", "{:.2f}"), ("warm+save s", "warm_save_s", "{:.2f}"),
@@ -303,8 +326,10 @@ def main() -> None:
         # prime numba's on-disk caches (both engines run the same kernels)
         child(sys.executable, "asx_chain.py", folder, "--max-chunks", "1")
         child(strax_python, "strax_chain.py", folder, "--max-chunks", "1")
+        child(strax_python, "strax_chain.py", folder, "--max-chunks", "1", "--kernels", "strax")
         ours = child(sys.executable, "asx_chain.py", folder, "--warm")
         strax = child(strax_python, "strax_chain.py", folder, "--warm")
+        native = child(strax_python, "strax_chain.py", folder, "--warm", "--kernels", "strax")
         # the same, saving every level (each engine's own file store, compressor "blosc"):
         # strax with asyncstrax's blosc settings, then with its own as a separate row
         strax_own = {"warm_s": strax["warm_s"]}
@@ -350,6 +375,8 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
     print(table(ours, strax, mb, n_chunks))
     print()
+    print(native_table(ours, native))
+    print()
     print(save_table(ours, strax, strax_own))
     print(check)
     if args.workers > 1:
@@ -361,6 +388,7 @@ def main() -> None:
         print(memory_table(memory, args.workers))
     if args.json:
         print(json.dumps({"ours": ours, "strax": strax, "strax_own_codec": strax_own,
+                          "strax_own_functions": native,
                           "workers": workers, "memory": memory}))
 
 

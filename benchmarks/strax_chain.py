@@ -71,9 +71,11 @@ def asyncstrax_blosc_compress(data):
     return blosc.compress(flat, typesize=typesize, clevel=5, shuffle=blosc.SHUFFLE, cname="lz4")
 
 
-def build_plugins(chunk_dir: str, max_chunks: int | None, processes: bool = False):
+def build_plugins(chunk_dir: str, max_chunks: int | None, processes: bool = False,
+                  strax_kernels: bool = False):
     import numpy as np
     import strax
+    from strax_native_kernels import strax_peaks, strax_records  # this script's folder
 
     from asyncstrax.dtypes import (
         DEFAULT_RECORD_LENGTH,
@@ -133,6 +135,8 @@ def build_plugins(chunk_dir: str, max_chunks: int | None, processes: bool = Fals
         rechunk_on_save = False
 
         def compute(self, raw_records):
+            if strax_kernels:
+                return strax_records(raw_records, cfg)
             return process_records(raw_records, cfg)
 
     class Peaks(strax.Plugin):
@@ -143,7 +147,9 @@ def build_plugins(chunk_dir: str, max_chunks: int | None, processes: bool = Fals
         parallel = PARALLEL
         dtype = peak_dtype(cfg["n_channels"], cfg["n_sum_wv_samples"], cfg["n_widths"])
 
-        def compute(self, records):
+        def compute(self, records, start, end):
+            if strax_kernels:
+                return strax_peaks(records, cfg, start, end, self.dtype)
             return process_peaks(records, cfg)
 
     class PeakBasics(strax.Plugin):
@@ -204,6 +210,10 @@ def main() -> None:
     parser.add_argument("chunk_dir")
     parser.add_argument("--warm", action="store_true", help="also time a second run")
     parser.add_argument("--max-chunks", type=int, default=None)
+    parser.add_argument("--kernels", choices=("asyncstrax", "strax"), default="asyncstrax",
+                        help="records and peaks by asyncstrax's kernels (the engines alone "
+                             "differ) or by strax's own functions (benchmarks/"
+                             "strax_native_kernels.py: all of strax beside all of asyncstrax)")
     parser.add_argument("--save", default=None, metavar="DIR",
                         help="save every level to a DataDirectory in DIR (strax's defaults)")
     parser.add_argument("--workers", type=int, default=1,
@@ -230,7 +240,8 @@ def main() -> None:
         # from this process, so they inherit the replacement too
         strax.io.COMPRESSORS["blosc"]["compress"] = asyncstrax_blosc_compress
     t0 = time.perf_counter()
-    plugins = build_plugins(args.chunk_dir, args.max_chunks, args.processes)  # imports the kernels
+    plugins = build_plugins(args.chunk_dir, args.max_chunks, args.processes,  # imports kernels
+                            strax_kernels=args.kernels == "strax")
     t_import_chain = time.perf_counter() - t0
 
     def run(run_id: str) -> tuple[float, int, float]:
