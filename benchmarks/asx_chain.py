@@ -20,6 +20,22 @@ import time
 T_START = time.perf_counter()
 
 
+def peak_rss_mib() -> float:
+    """This process's peak RSS since it started its program: VmHWM of /proc/self/status.
+
+    Not ``getrusage().ru_maxrss``: Linux carries the peak of the memory a child had before
+    ``exec`` over into it, and a child spawned by a parent holding 1.5 GB reports 1.5 GB
+    (``subprocess`` uses vfork, so that memory is the parent's). VmHWM is the new program's."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 class MemorySampler:
     """Peak of the summed PSS of this process and its descendants (a process pool's workers),
     sampled every 20 ms from /proc (Linux): shared pages, such as shared-memory segments
@@ -179,7 +195,7 @@ def main() -> None:
         engine=f"asyncstrax {ax.__version__}", import_engine_s=t_import_engine,
         import_chain_s=t_import_chain, first_run_s=first, warm_s=warm,
         total_s=time.perf_counter() - T_START,
-        peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        peak_rss_mib=peak_rss_mib(),
         n_events=n_events, s2_area_sum=s2_sum,
     )))
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import time
 
 T_START = time.perf_counter()
@@ -259,7 +258,7 @@ def main() -> None:
             s2 += float(chunk.data["s2_area"].sum())
         return time.perf_counter() - t, n, s2
 
-    from asx_chain import MemorySampler  # this script's folder is sys.path[0]
+    from asx_chain import MemorySampler, peak_rss_mib  # this script's folder is sys.path[0]
 
     sampler = MemorySampler()
     if args.memory:
@@ -277,7 +276,7 @@ def main() -> None:
         engine=f"strax {strax.__version__}", import_engine_s=t_import_engine,
         import_chain_s=t_import_chain, first_run_s=first, warm_s=warm,
         total_s=time.perf_counter() - T_START,
-        peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        peak_rss_mib=peak_rss_mib(),
         n_events=n_events, s2_area_sum=s2_sum,
     )))
 

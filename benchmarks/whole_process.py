@@ -67,7 +67,9 @@ def main() -> None:
 
     cold = run("cold")
     warm = run("warm") if args.warm else None
-    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from asx_chain import peak_rss_mib  # this script's folder is sys.path[0]
+
+    rss_mib = peak_rss_mib()  # not ru_maxrss: it can carry the spawning parent's memory
     rss_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps(dict(
         import_s=t_import, import_tpc_s=t_import_tpc, cold_s=cold, warm_s=warm,
