@@ -127,7 +127,7 @@ def table(ours: dict, strax: dict, raw_mb: float, n_chunks: int) -> str:
     lines.append("cold = import + 1st run; 1st/warm excludes the import; warm+save: the warm "
                  "run saving every level (save/process: its ratio to the warm run), both engines "
                  "with asyncstrax's blosc settings; lower is better, except MB/s")
-    lines.append("peak RSS: this job's process (getrusage maxrss): raw_records loaded from .npy "
+    lines.append("peak RSS: this job's process (VmHWM): raw_records loaded from .npy "
                  "files, the same numba kernels, one worker, 1st + warm run in one process "
                  "(not whole_process.py's job, which simulates raw_records in the process)")
     return "\n".join(lines)

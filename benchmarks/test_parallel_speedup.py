@@ -18,8 +18,9 @@ so each sees the same machine state; each figure is its best of 3 rounds (1 with
 ``--benchmark-disable``), speed-ups are ratios of the bests. Reported: seconds, MB/s of
 raw_records, speed-ups, and the bytes that cross the process boundary per chunk (copied by the parent into
 shared memory, written by the worker into shared memory; outputs are not copied again, and
-only descriptors are pickled). strax 2.2.3 here: 1.85-2.0x with processes (chain in the
-worker), 1.40x with threads.
+only descriptors are pickled). Issue 8 reports, for strax 2.2.3 on its whole chain (not
+measured by this file): 1.85-2.0x with processes (chain in the worker), 1.40x with threads;
+``benchmarks/compare_strax.py --workers 2`` measures strax beside us on the same job.
 
     PYTHONPATH=. .venv/bin/python -m pytest benchmarks/test_parallel_speedup.py -s \
         --benchmark-enable

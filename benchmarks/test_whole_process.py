@@ -111,7 +111,7 @@ def test_memory_bounded_by_chunks_not_run(benchmark, raw_mb, request):
                                 rss_10x_mib=long["peak_rss_mib"], ratio=ratio)
     print(f"\npeak RSS: {raw_mb:.0f} MB run {short['peak_rss_mib']:.0f} MiB, "
           f"{10 * raw_mb:.0f} MB run {long['peak_rss_mib']:.0f} MiB: {ratio:.2f}x "
-          f"(goal <= 1.2); strax 2.2.3: 657 MiB on the 200 MB job "
+          f"(goal <= 1.2); strax beside us: benchmarks/compare_strax.py "
           f"[{time.perf_counter() - t0:.0f} s]")
 
 
