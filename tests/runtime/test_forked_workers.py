@@ -213,7 +213,7 @@ def test_workers_share_the_parents_resource_tracker(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                          env=env, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["1"], out.stderr
+    assert out.stdout.split() == ["1"], (out.stdout, out.stderr)
 
 
 def _alive(pid: int) -> bool:
