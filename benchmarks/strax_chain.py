@@ -34,40 +34,14 @@ import time
 T_START = time.perf_counter()
 
 
-def asyncstrax_shuffle_size(dtype) -> int:
-    """asyncstrax.storage.codecs.shuffle_size: the element size of the dtype field holding most
-    of an item's bytes (int16 waveforms -> 2, float32 -> 4); ties go to the smaller size."""
-    import numpy as np
-
-    weights: dict[int, int] = {}
-
-    def walk(dt, count: int) -> None:
-        if dt.subdtype is not None:
-            base, shape = dt.subdtype
-            walk(base, count * int(np.prod(shape)))
-        elif dt.names:
-            for name in dt.names:
-                walk(dt[name], count)
-        elif dt.itemsize:
-            weights[dt.itemsize] = weights.get(dt.itemsize, 0) + count * dt.itemsize
-
-    walk(np.dtype(dtype), 1)
-    if not weights:
-        return 1
-    return min(weights, key=lambda size: (-weights[size], size))
-
-
 def asyncstrax_blosc_compress(data):
-    """asyncstrax's blosc compressor (codecs.compress("blosc", data)) for strax's _save_file,
-    which passes the numpy array: LZ4 level 5, byte shuffle by asyncstrax_shuffle_size."""
-    import blosc
-    import numpy as np
+    """asyncstrax's blosc compressor, for strax's _save_file (which passes the numpy array):
+    LZ4 level 5, byte shuffle by the size of the dtype field holding most of an item's bytes.
+    The very function asyncstrax's store calls (this interpreter has the repository on its
+    path for the kernels), so both engines write the same bytes."""
+    from asyncstrax.storage import codecs
 
-    if data.nbytes >= blosc.MAX_BUFFERSIZE:
-        raise ValueError("Blosc's input buffer cannot exceed ~2 GB")
-    flat = memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
-    typesize = max(1, min(asyncstrax_shuffle_size(data.dtype), 255))
-    return blosc.compress(flat, typesize=typesize, clevel=5, shuffle=blosc.SHUFFLE, cname="lz4")
+    return codecs.compress("blosc", data)
 
 
 def build_plugins(chunk_dir: str, max_chunks: int | None, processes: bool = False,

@@ -425,6 +425,17 @@ class Plugin:
         return self.chunk(start=start, end=end, data=value, data_type=data_type)
 
 
+def refuse_parallel(plugin: Plugin, family: str, why: str = "") -> None:
+    """Refuse a ``parallel`` plugin of a family whose steps cannot run side by side; ``why``
+    says what the family does that forbids it."""
+    parallel = type(plugin).parallel
+    if parallel:
+        raise InvalidConfiguration(
+            f"{plugin.name} is a{'n' if family[0] in 'AEIOU' else ''} {family}, which "
+            f"{why + ' and ' if why else ''}cannot be parallel (parallel={parallel!r}); set "
+            f"parallel = False", plugin=plugin.name)
+
+
 def _retitled(value: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """``value`` as ``dtype`` if the two differ only in field titles (strax compares dtypes
     without titles): a view when the field offsets match, else a copy. Any other ``value`` is

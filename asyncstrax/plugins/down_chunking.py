@@ -15,8 +15,8 @@ from collections.abc import Generator
 from typing import Any, ClassVar
 
 from ..chunk import Chunk
-from ..errors import AsyncstraxError, InvalidConfiguration, PluginGaveWrongOutput
-from .base import Plugin, Work, _as_wrong_output
+from ..errors import AsyncstraxError, PluginGaveWrongOutput
+from .base import Plugin, Work, _as_wrong_output, refuse_parallel
 
 __all__ = ["DownChunkingPlugin"]
 
@@ -28,12 +28,7 @@ class DownChunkingPlugin(Plugin):
 
     def __init__(self) -> None:
         super().__init__()
-        if type(self).parallel:
-            raise InvalidConfiguration(
-                f"{self.name} is a DownChunkingPlugin, which cannot be parallel "
-                f"(parallel={type(self).parallel!r}); set parallel = False",
-                plugin=self.name,
-            )
+        refuse_parallel(self, "DownChunkingPlugin")
 
     def process_work(self, work: Work) -> list[dict[str, Chunk]]:
         """Run compute (a generator) on one step; returns every chunk it yielded, in order.

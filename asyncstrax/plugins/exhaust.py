@@ -15,8 +15,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..chunk import Chunk, concat_arrays
-from ..errors import InvalidConfiguration
-from .base import Plugin, Work
+from .base import Plugin, Work, refuse_parallel
 
 __all__ = ["ExhaustPlugin"]
 
@@ -28,12 +27,7 @@ class ExhaustPlugin(Plugin):
 
     def __init__(self) -> None:
         super().__init__()
-        if type(self).parallel:
-            raise InvalidConfiguration(
-                f"{self.name} is an ExhaustPlugin, which computes once on all its input and "
-                f"cannot be parallel (parallel={type(self).parallel!r})",
-                plugin=self.name,
-            )
+        refuse_parallel(self, "ExhaustPlugin", "computes once on all its input")
         self._collected: dict[str, list[np.ndarray]] = {}
         self._range: list[int] | None = None
 

@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..chunk import Chunk, concat_arrays, split_index
-from ..errors import CannotSplit, InvalidConfiguration, PluginGaveWrongOutput
-from .base import Plugin, Work
+from ..errors import CannotSplit, PluginGaveWrongOutput
+from .base import Plugin, Work, refuse_parallel
 
 __all__ = ["OverlapWindowPlugin", "common_split_time"]
 
@@ -46,11 +46,8 @@ class OverlapWindowPlugin(Plugin):
 
     def __init__(self) -> None:
         super().__init__()
-        if type(self).parallel:
-            raise InvalidConfiguration(
-                f"{self.name} is an OverlapWindowPlugin, whose steps depend on the previous "
-                f"ones, so it cannot be parallel (parallel={type(self).parallel!r}); set "
-                f"parallel = False", plugin=self.name)
+        refuse_parallel(self, "OverlapWindowPlugin",
+                        "carries inputs and results from each step to the next")
 
     def get_window_size(self) -> Any:
         """Nanoseconds of input an output item may need on either side."""
