@@ -16,6 +16,7 @@ import json
 import os
 import resource
 import time
+from typing import Any
 
 T_START = time.perf_counter()
 
@@ -34,6 +35,22 @@ def peak_rss_mib() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def first_and_warm(run: Any, warm: bool, memory: bool) -> tuple:
+    """``run("000000")`` and, with ``warm``, ``run("000001")``; each run returns (seconds,
+    events, s2 area sum). Returns those of the first, the warm seconds (or None) and, with
+    ``memory``, the peak summed PSS over both runs (else None). Both engines' scripts use it."""
+    sampler = MemorySampler()
+    if memory:
+        sampler.__enter__()
+    try:
+        first, n_events, s2_sum = run("000000")
+        warm_s = run("000001")[0] if warm else None
+    finally:
+        if memory:
+            sampler.__exit__()
+    return first, n_events, s2_sum, warm_s, sampler.peak_mib if memory else None
 
 
 class MemorySampler:
@@ -180,18 +197,10 @@ def main() -> None:
                 s2 += float(chunk.data["s2_area"].sum())
         return time.perf_counter() - t, n, s2
 
-    sampler = MemorySampler()
-    if args.memory:
-        sampler.__enter__()
-    try:
-        first, n_events, s2_sum = run("000000")
-        warm = run("000001")[0] if args.warm else None
-    finally:
-        if args.memory:
-            sampler.__exit__()
+    first, n_events, s2_sum, warm, peak_pss = first_and_warm(run, args.warm, args.memory)
     print(json.dumps(dict(
         workers=args.workers, processes=args.processes,
-        peak_pss_with_workers_mib=sampler.peak_mib if args.memory else None,
+        peak_pss_with_workers_mib=peak_pss,
         engine=f"asyncstrax {ax.__version__}", import_engine_s=t_import_engine,
         import_chain_s=t_import_chain, first_run_s=first, warm_s=warm,
         total_s=time.perf_counter() - T_START,

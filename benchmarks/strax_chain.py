@@ -232,21 +232,13 @@ def main() -> None:
             s2 += float(chunk.data["s2_area"].sum())
         return time.perf_counter() - t, n, s2
 
-    from asx_chain import MemorySampler, peak_rss_mib  # this script's folder is sys.path[0]
+    from asx_chain import first_and_warm, peak_rss_mib  # this script's folder is sys.path[0]
 
-    sampler = MemorySampler()
-    if args.memory:
-        sampler.__enter__()
-    try:
-        first, n_events, s2_sum = run("000000")
-        warm = run("000001")[0] if args.warm else None
-    finally:
-        if args.memory:
-            sampler.__exit__()
+    first, n_events, s2_sum, warm, peak_pss = first_and_warm(run, args.warm, args.memory)
     print(json.dumps(dict(
         workers=args.workers, processes=args.processes,
         codec=args.codec if args.save else None,
-        peak_pss_with_workers_mib=sampler.peak_mib if args.memory else None,
+        peak_pss_with_workers_mib=peak_pss,
         engine=f"strax {strax.__version__}", import_engine_s=t_import_engine,
         import_chain_s=t_import_chain, first_run_s=first, warm_s=warm,
         total_s=time.perf_counter() - T_START,

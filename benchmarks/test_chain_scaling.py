@@ -26,6 +26,7 @@ from contextlib import ExitStack, contextmanager, nullcontext
 
 import numpy as np
 import pytest
+from bench_sizes import bench_size
 
 import asyncstrax as ax
 from asyncstrax.tpc import plugins as tpc
@@ -58,9 +59,7 @@ PROCESSES = [Pregenerated, proc.ProcessRecords, proc.ProcessPeaks, proc.ProcessP
 
 @pytest.fixture(scope="module")
 def raw_mb(request) -> float:
-    enabled = request.config.getoption("benchmark_enable", False) or not request.config.getoption(
-        "benchmark_disable", False)
-    mb = 200.0 if enabled else 20.0
+    mb = bench_size(request.config, 200.0, 20.0)
     sim = make_simulator({"raw_mb": mb, "chunk_mb": mb / 10, "raw_data_rate_mb_s": 200.0})
     CHUNKS[:] = list(sim.iter_chunks(raw_mb=mb))
     return sum(c[2].nbytes for c in CHUNKS) / 1e6

@@ -22,12 +22,12 @@ Figures are printed and stored in ``benchmark.extra_info``. Run with::
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 import numpy as np
 import pytest
+from bench_sizes import bench_size
 
 import asyncstrax as ax
 from asyncstrax.dtypes import raw_record_dtype
@@ -42,17 +42,9 @@ ROUNDS = 3
 RATIO_ROUNDS = 5
 
 
-def _total_mb(config: pytest.Config) -> float:
-    if "ASYNCSTRAX_BENCH_MB" in os.environ:
-        return float(os.environ["ASYNCSTRAX_BENCH_MB"])
-    disabled = config.getoption("benchmark_disable", False) and not config.getoption(
-        "benchmark_enable", False)
-    return 20.0 if disabled else 200.0
-
-
 @pytest.fixture(scope="module")
 def raw_chunks(request: pytest.FixtureRequest) -> list[tuple[int, int, np.ndarray]]:
-    total_mb = _total_mb(request.config)
+    total_mb = bench_size(request.config, 200.0, 20.0, "ASYNCSTRAX_BENCH_MB")
     sim = Simulator.for_data_rate(DETECTOR_MB_S, chunk_mb=total_mb / N_CHUNKS, seed=2024)
     chunks = list(sim.iter_chunks(n_chunks=N_CHUNKS))
     process_chunk_plain(chunks[0][2][:5000])  # compile / load every kernel before timing

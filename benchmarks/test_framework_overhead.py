@@ -29,7 +29,7 @@ import subprocess
 import time
 
 import numpy as np
-import pytest
+from bench_sizes import bench_size
 
 import asyncstrax as ax
 
@@ -43,15 +43,6 @@ HOW_TO_GET_STRAX = (
     "install it into asyncstrax's environment): python3 -m venv /tmp/straxvenv && "
     "/tmp/straxvenv/bin/pip install -q strax==2.2.3, or set ASYNCSTRAX_STRAX_PYTHON."
 )
-
-
-def _n_chunks(config: pytest.Config) -> int:
-    """10,000 with --benchmark-enable, 1,000 otherwise; ASYNCSTRAX_BENCH_CHUNKS overrides."""
-    if "ASYNCSTRAX_BENCH_CHUNKS" in os.environ:
-        return int(os.environ["ASYNCSTRAX_BENCH_CHUNKS"])
-    disabled = config.getoption("benchmark_disable", False) and not config.getoption(
-        "benchmark_enable", False)
-    return 1_000 if disabled else 10_000
 
 
 class TinyChunks(ax.Plugin):
@@ -120,7 +111,7 @@ def run_strax(python: str, n_chunks: int) -> dict:
 
 
 def test_framework_overhead(benchmark, request):
-    n_chunks = _n_chunks(request.config)
+    n_chunks = int(bench_size(request.config, 10_000, 1_000, "ASYNCSTRAX_BENCH_CHUNKS"))
     python = strax_python()
     run_chain(n_chunks)  # warm: imports, thread start-up
     times: dict[str, list[float]] = {"asyncstrax": [], "strax": []}

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bench_sizes import bench_size
 
 distributed = pytest.importorskip("distributed")
 
@@ -43,14 +44,6 @@ N_RUNS = 8
 ROUNDS = 2
 TARGET = "event_basics"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _run_mb(config: pytest.Config) -> float:
-    if "ASYNCSTRAX_BENCH_RUN_MB" in os.environ:
-        return float(os.environ["ASYNCSTRAX_BENCH_RUN_MB"])
-    disabled = config.getoption("benchmark_disable", False) and not config.getoption(
-        "benchmark_enable", False)
-    return 4.0 if disabled else 100.0
 
 
 def tpc_context(path: str, run_mb: float) -> ax.Context:
@@ -71,7 +64,7 @@ def _workers_cpu(client: Any) -> float:
 
 def test_many_runs_cluster_vs_one_by_one(benchmark: Any, tmp_path: Any,
                                          request: pytest.FixtureRequest) -> None:
-    run_mb = _run_mb(request.config)
+    run_mb = bench_size(request.config, 100.0, 4.0, "ASYNCSTRAX_BENCH_RUN_MB")
     rounds = 1 if benchmark.disabled else ROUNDS
     times: dict[str, list[float]] = {"sequential": [], "cluster": []}
     cores: dict[str, list[float]] = {"sequential": [], "cluster": []}  # CPU-s per second

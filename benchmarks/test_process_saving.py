@@ -33,6 +33,7 @@ from contextlib import ExitStack
 
 import numpy as np
 import pytest
+from bench_sizes import bench_size
 
 import asyncstrax as ax
 from asyncstrax.tpc import plugins as tpc
@@ -50,8 +51,7 @@ PLUGINS = [Pregenerated, proc.ProcessRecords, proc.ProcessPeaks, proc.ProcessPea
 
 @pytest.fixture(scope="module")
 def raw_mb(request) -> float:
-    enabled = request.config.getoption("benchmark_enable", False)
-    mb = 200.0 if enabled else 20.0
+    mb = bench_size(request.config, 200.0, 20.0)
     sim = make_simulator({"raw_mb": mb, "chunk_mb": mb / 10, "raw_data_rate_mb_s": 200.0})
     CHUNKS[:] = list(sim.iter_chunks(raw_mb=mb))
     return sum(c[2].nbytes for c in CHUNKS) / 1e6

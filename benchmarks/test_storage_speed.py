@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bench_sizes import bench_size
 
 from asyncstrax.chunk import Chunk
 from asyncstrax.lineage import DataKey
@@ -65,15 +66,6 @@ REPEATS = 5
 #: chunks in flight at once in the bare 2-thread baseline: FileStore's default
 #: max_writes_in_flight (save) and read_ahead (load)
 IN_FLIGHT = 2
-
-
-def _total_mb(config: pytest.Config) -> float:
-    """200 MB with --benchmark-enable, 20 MB otherwise; ASYNCSTRAX_BENCH_MB overrides."""
-    if "ASYNCSTRAX_BENCH_MB" in os.environ:
-        return float(os.environ["ASYNCSTRAX_BENCH_MB"])
-    disabled = config.getoption("benchmark_disable", False) and not config.getoption(
-        "benchmark_enable", False)
-    return 20.0 if disabled else 200.0
 
 
 def synthetic_raw_records(n: int, t0: int, rng: np.random.Generator) -> np.ndarray:
@@ -101,7 +93,8 @@ def synthetic_raw_records(n: int, t0: int, rng: np.random.Generator) -> np.ndarr
 @pytest.fixture(scope="module")
 def chunks(request: pytest.FixtureRequest):
     rng = np.random.default_rng(42)
-    per_chunk = int(_total_mb(request.config) * 1e6 / N_CHUNKS / RAW_RECORDS.itemsize)
+    total_mb = bench_size(request.config, 200.0, 20.0, "ASYNCSTRAX_BENCH_MB")
+    per_chunk = int(total_mb * 1e6 / N_CHUNKS / RAW_RECORDS.itemsize)
     out, t = [], 0
     for _ in range(N_CHUNKS):
         data = synthetic_raw_records(per_chunk, t, rng)

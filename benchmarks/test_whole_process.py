@@ -30,6 +30,7 @@ import sys
 import time
 
 import pytest
+from bench_sizes import benchmarks_enabled
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -51,11 +52,6 @@ def fresh_import_seconds(module: str) -> float:
                              check=True, env={**os.environ, "PYTHONPATH": ROOT}).stdout
         times.append(float(out))
     return min(times)
-
-
-def benchmarks_enabled(config: pytest.Config) -> bool:
-    return bool(config.getoption("benchmark_enable", False)) or not config.getoption(
-        "benchmark_disable", False)
 
 
 @pytest.fixture(scope="module")
