@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures as cf
 import difflib
 import os
 import warnings
@@ -33,6 +34,7 @@ from .query import apply_request_selection
 from .runtime.channel import DEFAULT_CAPACITY_BYTES
 from .runtime.fusion import FusedChain, fuse_parallel_chains
 from .runtime.malloc import limit_malloc_arenas
+from .runtime.offload import new_executor, thread_count
 from .runtime.pipeline import Pipeline, PipelineSummary
 from .runtime.process_pool import ProcessPool, resolve_start_method
 from .selection import check_time_selection, chunk_overlaps, select_time_range
@@ -168,6 +170,7 @@ class Context(StraxContextMethods):
         ]
         self.last_summary: PipelineSummary | None = None
         self._process_pool: ProcessPool | None = None
+        self._thread_executors: dict[int, cf.ThreadPoolExecutor] = {}
         if register_all is not None:
             self.register_all(register_all)
         if register is not None:
@@ -398,7 +401,17 @@ class Context(StraxContextMethods):
             progress_bar=(self.context_config["progress_bar"] if progress_bar is None
                           else progress_bar),
             process_pool=self._process_pool_for(max_workers),
+            thread_executor=self._threads_for(max_workers),
         )
+
+    def _threads_for(self, max_workers: int) -> cf.ThreadPoolExecutor:
+        """The threads of requests with ``max_workers``: made on first need, kept for later
+        requests (their memory stays warm), stopped by close()."""
+        n_threads = thread_count(max_workers)
+        executor = self._thread_executors.get(n_threads)
+        if executor is None:
+            executor = self._thread_executors[n_threads] = new_executor(n_threads)
+        return executor
 
     # ------------------------------------------------------------------ worker processes
     def _process_pool_for(self, max_workers: int) -> ProcessPool | None:
@@ -413,16 +426,23 @@ class Context(StraxContextMethods):
         return self._process_pool
 
     def close(self) -> None:
-        """Stop the worker processes, if any (they are started again on the next need)."""
+        """Stop the worker processes and threads, if any (they start again on the next need)."""
+        self._stop_threads()
         pool, self._process_pool = self._process_pool, None
         if pool is not None:
             pool.shutdown()
 
     async def aclose(self) -> None:
-        """Stop the context's process workers (``async with Context(...)`` calls this)."""
+        """Stop the context's workers (``async with Context(...)`` calls this)."""
+        self._stop_threads()
         pool, self._process_pool = self._process_pool, None
         if pool is not None:
             await pool.aclose()
+
+    def _stop_threads(self) -> None:
+        executors, self._thread_executors = self._thread_executors, {}
+        for executor in executors.values():
+            executor.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> Context:
         return self

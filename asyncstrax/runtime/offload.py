@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import os
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ComputeLane", "PluginStats", "ThreadPool", "Window"]
+__all__ = ["ComputeLane", "PluginStats", "ThreadPool", "Window", "new_executor", "thread_count"]
 
 
 @dataclass
@@ -44,12 +45,30 @@ class PluginStats:
         return nbytes / 1e6 / self.compute_seconds if self.compute_seconds else 0.0
 
 
-class ThreadPool:
-    """The pipeline's worker threads; tracks every submitted job so cleanup can wait for them."""
+def thread_count(max_workers: int) -> int:
+    """Threads a request's pool has: room for ``max_workers`` parallel steps, and at least two
+    (and up to four, as the CPUs allow) so loads, saves and serial plugins overlap."""
+    return max(2, max_workers, min(4, os.cpu_count() or 2))
 
-    def __init__(self, n_threads: int) -> None:
+
+def new_executor(n_threads: int) -> cf.ThreadPoolExecutor:
+    """A thread pool for plugin steps, loads and saves (one per Context and size: threads
+    kept between requests keep their warm malloc arenas, and a 20 MB chunk put in fresh pages
+    costs several milliseconds of page faults)."""
+    return cf.ThreadPoolExecutor(n_threads, thread_name_prefix="asyncstrax")
+
+
+class ThreadPool:
+    """One request's view of worker threads; tracks what it submitted so cleanup can wait.
+
+    The threads are the Context's (``executor``, shared by its requests and kept between
+    them) or, without one, this pool's own, stopped by ``shutdown``.
+    """
+
+    def __init__(self, n_threads: int, executor: cf.ThreadPoolExecutor | None = None) -> None:
         self.n_threads = n_threads
-        self._executor = cf.ThreadPoolExecutor(n_threads, thread_name_prefix="asyncstrax")
+        self._own = executor is None
+        self._executor = new_executor(n_threads) if executor is None else executor
         self._running: set[cf.Future] = set()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
@@ -60,7 +79,7 @@ class ThreadPool:
         return asyncio.wrap_future(future)
 
     async def drain(self) -> None:
-        """Wait until no job runs (a thread cannot be interrupted mid-compute)."""
+        """Wait until no job of ours runs (a thread cannot be interrupted mid-compute)."""
         while self._running:
             pending = [asyncio.wrap_future(f) for f in list(self._running)]
             try:
@@ -69,9 +88,13 @@ class ThreadPool:
                 continue
 
     def shutdown(self, wait: bool = True) -> None:
-        """Stop the threads; called after ``drain`` so the join is immediate (``wait=False``:
-        queued jobs are dropped and running ones end on their own)."""
-        self._executor.shutdown(wait=wait, cancel_futures=True)
+        """Stop using the threads; called after ``drain`` so the join is immediate (``wait=False``:
+        our queued jobs are dropped and running ones end on their own). Shared threads stay."""
+        if self._own:
+            self._executor.shutdown(wait=wait, cancel_futures=True)
+        else:
+            for future in list(self._running):
+                future.cancel()
 
 
 class Window:

@@ -14,7 +14,7 @@ Nothing waits on a timeout.
 from __future__ import annotations
 
 import asyncio
-import os
+import concurrent.futures as cf
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -25,7 +25,7 @@ from ..chunk import Chunk, concat_arrays, merge_arrays
 from ..errors import AsyncstraxError, ChunkContinuityError, InvalidConfiguration, PluginError
 from ..plugins.base import Plugin, Work
 from .channel import DEFAULT_CAPACITY_BYTES, Channel, ChannelReader, StallMonitor
-from .offload import ComputeLane, PluginStats, ThreadPool
+from .offload import ComputeLane, PluginStats, ThreadPool, thread_count
 from .process_pool import ProcessLane, ProcessPool, ProcessPoolClosed
 from .progress import ProgressBar
 from .sync import InputSync
@@ -43,8 +43,8 @@ class Producer(Protocol):
     name: str
     provides: tuple[str, ...]
 
-    def chunks(self) -> AsyncIterator[dict[str, Chunk]]:
-        """Chunks in time order, one ``{data type: chunk}`` per step."""
+    def chunks(self, pool: ThreadPool | None = None) -> AsyncIterator[dict[str, Chunk]]:
+        """Chunks in time order, one ``{data type: chunk}`` per step (reads on ``pool``)."""
         ...
 
 
@@ -124,6 +124,7 @@ class Pipeline:
         n_threads: int | None = None,
         progress_bar: bool = False,
         process_pool: ProcessPool | None = None,
+        thread_executor: cf.ThreadPoolExecutor | None = None,
     ) -> None:
         self.plugins = list(plugins)
         self.targets = tuple(targets)
@@ -132,7 +133,9 @@ class Pipeline:
         self.savers = list(savers)
         self.capacity_bytes = int(capacity_bytes)
         self.max_workers = max(1, int(max_workers))
-        self.n_threads = n_threads or max(2, self.max_workers, min(4, os.cpu_count() or 2))
+        self.n_threads = n_threads or thread_count(self.max_workers)
+        #: the Context's threads (kept between its requests), or None: the pipeline's own
+        self.thread_executor = thread_executor
         self.progress_bar = progress_bar
         #: workers of parallel="process" plugins: the Context's (shared by its requests), or
         #: made here on first use and closed with the pipeline
@@ -220,7 +223,7 @@ class Pipeline:
             self._target_sync = InputSync(self._target_readers, kinds)
         # the plugins whose kernels forked workers inherit (ProcessPool.start)
         self._in_workers = [p for p in self.plugins if p.parallel == "process"]
-        self._pool = ThreadPool(self.n_threads)
+        self._pool = ThreadPool(self.n_threads, self.thread_executor)
         monitor.task_started()  # the consumer of the targets
         for plugin in self.plugins:
             stats = PluginStats(plugin.name)
@@ -466,7 +469,7 @@ class Pipeline:
                 await asyncio.sleep(plugin.source_poll_interval)
 
     async def _run_loader(self, loader: Producer, outs: list[Channel], stats: PluginStats) -> None:
-        async for outputs in loader.chunks():
+        async for outputs in loader.chunks(self._pool):
             await self._emit(outs, outputs, stats)
             del outputs  # not kept while the next chunk is read
 

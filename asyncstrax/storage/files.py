@@ -45,7 +45,7 @@ import time
 import traceback
 import zlib
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -73,6 +73,9 @@ from .metadata import (
     write_metadata,
 )
 from .rechunk import Rechunker
+
+if TYPE_CHECKING:
+    from ..runtime.offload import ThreadPool
 
 __all__ = ["FileLoader", "FileSaver", "FileStore"]
 
@@ -420,9 +423,16 @@ class FileLoader:
             out.append((i, info))
         return out
 
-    async def chunks(self) -> Any:
-        """The chunks, in time order; the next ``read_ahead`` are read while one is used."""
+    async def chunks(self, pool: ThreadPool | None = None) -> Any:
+        """The chunks, in time order; the next ``read_ahead`` are read while one is used, on
+        ``pool`` (the pipeline's threads) or else on the loop's default executor."""
         loop = asyncio.get_running_loop()
+
+        def read(chunk_i: int, info: dict) -> asyncio.Future:
+            if pool is not None:
+                return pool.submit(self.read_chunk, chunk_i, info)
+            return loop.run_in_executor(None, self.read_chunk, chunk_i, info)
+
         todo = iter(self.selected_chunks())
         pending: deque[asyncio.Future] = deque()
 
@@ -431,7 +441,7 @@ class FileLoader:
                 item = next(todo, None)
                 if item is None:
                     return
-                pending.append(loop.run_in_executor(None, self.read_chunk, *item))
+                pending.append(read(*item))
 
         try:
             fill()
