@@ -9,8 +9,9 @@ both ways:
   bytes (2 for int16 waveforms), which groups the high bytes of the samples together: measured
   on the TPC chain's raw_records, 3x faster than a plain LZ4 frame both ways, and smaller (see
   docs/decisions.md). Any blosc reads it (shuffle and size are in blosc's header), so strax does.
-  Blosc has no checksum of its own: the saver records a CRC-32 of each chunk file in the
-  metadata and the loader checks it.
+  Blosc has no checksum of its own: the saver records one of each chunk file in the metadata
+  and the loader checks it (``checksums.py``). Decompression writes straight into a numpy
+  buffer of the size the metadata and blosc's header agree on.
 - ``lz4``: an LZ4 *frame* (``lz4.frame``), with the content size and a content checksum in the
   frame. strax's own lz4 files (no checksum) read the same way, and strax reads ours.
 - ``zstd``: optional; its package is imported only when such data is met, with an error naming
@@ -106,8 +107,27 @@ def _blosc_compress(buffer: Buffer, typesize: int = 8) -> bytes:
                           shuffle=blosc.SHUFFLE, cname="lz4")
 
 
+def _blosc_header_nbytes(buffer: Buffer) -> int | None:
+    """The uncompressed size a blosc header states (bytes 4-8, little endian), or None."""
+    view = memoryview(buffer).cast("B")
+    if view.nbytes < _BLOSC_HEADER_BYTES:
+        return None
+    return int.from_bytes(view[4:8], "little")
+
+
+_BLOSC_HEADER_BYTES = 16
+
+
 def _blosc_decompress(buffer: Buffer, nbytes: int | None) -> Buffer:
-    return _blosc().decompress(buffer, as_bytearray=True)
+    blosc = _blosc()
+    if nbytes and _blosc_header_nbytes(buffer) == nbytes:
+        # into a numpy buffer: numpy asks for huge pages on big allocations, so fresh memory
+        # costs a few page faults instead of one per 4 kB (the size check above keeps the
+        # header from writing past the buffer)
+        out = np.empty(nbytes, np.uint8)
+        blosc.decompress_ptr(buffer, out.ctypes.data)
+        return out
+    return blosc.decompress(buffer, as_bytearray=True)
 
 
 # ---------------------------------------------------------------------------- zstd

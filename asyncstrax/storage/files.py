@@ -43,7 +43,6 @@ import shutil
 import threading
 import time
 import traceback
-import zlib
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +57,7 @@ from ..errors import (
     StorageError,
 )
 from ..lineage import DataKey
-from . import codecs, tempdirs
+from . import checksums, codecs, tempdirs
 from .inline import InlineWrite, WrittenChunk
 from .metadata import (
     check_run_id,
@@ -512,13 +511,10 @@ class FileLoader:
         except OSError as error:
             raise self._corrupted(chunk_i, path, f"cannot be read: {error}") from None
         nbytes = n * self.dtype.itemsize
-        expected_crc = info.get("crc32")
-        if expected_crc is not None and zlib.crc32(buffer) != int(expected_crc):
+        problem = checksums.mismatch(info, buffer)
+        if problem is not None:
             buffer.release()
-            raise self._corrupted(
-                chunk_i, path,
-                "fails its CRC-32 check: its bytes changed after it was written",
-            )
+            raise self._corrupted(chunk_i, path, problem)
         try:
             raw = self.codec.decompress(buffer, nbytes)
         except AsyncstraxError:
@@ -687,7 +683,7 @@ class FileSaver:
         future = pool.submit(self._listed, info, chunk.written)
         self._in_flight.append((info, future))
 
-    def _listed(self, info: dict, written: tuple[int, int] | None) -> tuple[int, int] | None:
+    def _listed(self, info: dict, written: tuple[int, str] | None) -> tuple[int, str] | None:
         self._chunk_written(info, written)
         return written
 
@@ -704,7 +700,7 @@ class FileSaver:
         return _os_storage_error(what, error, self.key)
 
     def _write_chunk(self, path: str | None, data: np.ndarray, info: dict
-                     ) -> tuple[int, int] | None:
+                     ) -> tuple[int, str] | None:
         """Write one chunk's file (none for an empty chunk), then publish the live metadata."""
         written = None
         if path is not None:
@@ -713,7 +709,7 @@ class FileSaver:
         self._chunk_written(info, written)
         return written
 
-    def _chunk_written(self, info: dict, written: tuple[int, int] | None) -> None:
+    def _chunk_written(self, info: dict, written: tuple[int, str] | None) -> None:
         """Rewrite the temporary folder's metadata to list every chunk written so far.
 
         Chunks may finish out of order (``max_writes_in_flight``); only the contiguous prefix
@@ -876,21 +872,21 @@ def _os_storage_error(what: str, error: OSError, key: DataKey) -> StorageError:
     return StorageError(f"{what}: {reason}{where}", data_type=key.data_type, run_id=key.run_id)
 
 
-def _note_file(info: dict, written: tuple[int, int] | None) -> None:
-    """Record a written chunk file's size (as strax does) and CRC-32 (ours) in its entry."""
+def _note_file(info: dict, written: tuple[int, str] | None) -> None:
+    """Record a written chunk file's size (as strax does) and checksum (ours) in its entry."""
     if written is not None:
-        info["filesize"], info["crc32"] = written
+        info["filesize"], info[checksums.KEY] = written
 
 
 def _write_chunk_file(
     path: str, data: np.ndarray, codec: codecs.Codec, fsync: bool, chunk_i: int, key: DataKey
-) -> tuple[int, int]:
+) -> tuple[int, str]:
     """Compress and write one chunk (blocking; on a worker thread).
 
-    Returns the file's size and the CRC-32 of its bytes (checked on load: blosc, the default
+    Returns the file's size and the checksum of its bytes (checked on load: blosc, the default
     codec, would not notice a flipped byte by itself)."""
     blob = codec.compress(codecs.array_bytes(data), codecs.shuffle_size(data.dtype))
-    crc = zlib.crc32(blob)
+    digest = checksums.checksum(blob)
     try:
         with open(path, "xb") as f:
             f.write(blob)
@@ -900,7 +896,7 @@ def _write_chunk_file(
     except OSError as error:
         raise _os_storage_error(f"cannot write chunk {chunk_i} to {path}", error,
                                 key).add_context(chunk_i=chunk_i) from None
-    return len(blob), crc
+    return len(blob), digest
 
 
 def _fsync_dir(path: str) -> None:

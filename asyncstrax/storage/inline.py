@@ -29,16 +29,16 @@ class WrittenChunk(Chunk):
     """A chunk already saved by the chain that made it: its range and file entry, no items.
 
     ``info`` is its entry in the metadata's ``chunks`` (``chunk_i``, ``n``, times, ...;
-    ``filename`` when a file was written); ``written`` is ``(filesize, crc32)`` or None for an
+    ``filename`` when a file was written); ``written`` is ``(filesize, checksum)`` or None for an
     empty chunk (no file, as strax does)."""
 
     __slots__ = ("info", "written")
 
     info: dict
-    written: tuple[int, int] | None
+    written: tuple[int, str] | None
 
     @classmethod
-    def of(cls, chunk: Chunk, info: dict, written: tuple[int, int] | None) -> WrittenChunk:
+    def of(cls, chunk: Chunk, info: dict, written: tuple[int, str] | None) -> WrittenChunk:
         """The stand-in for ``chunk`` once written: same range and labels, no items (built
         without the chunk checks, which the written chunk passed)."""
         out = object.__new__(cls)

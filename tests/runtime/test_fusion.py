@@ -168,7 +168,7 @@ def test_a_saved_intermediate_is_written_by_the_chain_that_makes_it(tmp_path, ba
     assert [{f: c.get(f) for f in fields} for c in md["chunks"]] == \
         [{f: c.get(f) for f in fields} for c in ref_md["chunks"]]
     for c in md["chunks"]:  # one file per chunk with items, named by its index, checksummed
-        assert (c.get("filename", "").endswith(f"-{c['chunk_i']:06d}") and "crc32" in c) == \
+        assert (c.get("filename", "").endswith(f"-{c['chunk_i']:06d}") and "xxh3_64" in c) == \
             bool(c["n"])
     assert "exception" not in md and md["writing_ended"]
 

@@ -74,6 +74,18 @@ def test_blosc_round_trip_shuffles_by_the_field_with_most_bytes():
     assert blob[3] == codecs.shuffle_size(ENDTIME_DTYPE)  # byte 3 of a blosc header: typesize
 
 
+@pytest.mark.parametrize("stated", [None, 0, -1, 1])
+def test_blosc_decompresses_in_place_only_into_the_size_its_header_states(stated):
+    data = np.zeros(500, dtype=ENDTIME_DTYPE)
+    data["time"] = np.arange(500)
+    blob = bytearray(codecs.compress("blosc", data))  # writable, as the loader's read buffer
+    nbytes = None if stated is None else data.nbytes + stated
+    raw = codecs.decompress("blosc", memoryview(blob), nbytes)
+    # the header's size decides how much is written: a wrong expectation is seen by the
+    # caller as a length mismatch, never as a write past a buffer of the expected size
+    assert bytes(raw) == data.tobytes()
+
+
 @pytest.mark.parametrize("dtype, size", [
     (np.dtype([("time", "<i8"), ("length", "<i4"), ("data", "<i2", (110,))]), 2),
     (np.dtype([("time", "<i8"), ("data", "<f4", (200,))]), 4),

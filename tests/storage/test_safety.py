@@ -6,6 +6,7 @@ import asyncio
 import errno
 import json
 import os
+import zlib
 
 import numpy as np
 import pytest
@@ -83,6 +84,25 @@ async def test_flipped_bytes_fail_the_checksum(tmp_path, where):
     with pytest.raises(DataCorrupted) as info:
         await load_chunks(store, plugin.key(), plugin)
     assert path in str(info.value) and info.value.chunk_i == 1
+    assert "fails its XXH3-64 check" in str(info.value)
+
+
+@pytest.mark.asyncio
+async def test_crc32_of_files_written_before_xxh3_is_still_checked(tmp_path):
+    store, plugin, chunks = await saved(tmp_path)
+    md = json.load(open(md_path(store, plugin)))
+    for c in md["chunks"]:
+        if c.pop("xxh3_64", None) is not None:
+            c["crc32"] = zlib.crc32(open(chunk_path(store, plugin, c["chunk_i"]), "rb").read())
+    json.dump(md, open(md_path(store, plugin), "w"))
+    assert_same_chunks(await load_chunks(store, plugin.key(), plugin), chunks)
+    path = chunk_path(store, plugin, 2)
+    raw = bytearray(open(path, "rb").read())
+    raw[len(raw) // 2] ^= 0x01
+    open(path, "wb").write(bytes(raw))
+    with pytest.raises(DataCorrupted, match="fails its CRC-32 check") as info:
+        await load_chunks(store, plugin.key(), plugin)
+    assert info.value.chunk_i == 2
 
 
 @pytest.mark.asyncio
