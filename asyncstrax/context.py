@@ -18,6 +18,7 @@ import atexit
 import concurrent.futures as cf
 import difflib
 import os
+import threading
 import warnings
 import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
@@ -110,6 +111,9 @@ def _as_targets(targets: str | Sequence[str]) -> tuple[str, ...]:
     if isinstance(targets, str):
         return (targets,)
     return tuple(targets)
+
+
+_THREADS_LOCK = threading.Lock()
 
 
 def _uvloop_factory() -> Any:
@@ -408,9 +412,10 @@ class Context(StraxContextMethods):
         """The threads of requests with ``max_workers``: made on first need, kept for later
         requests (their memory stays warm), stopped by close()."""
         n_threads = thread_count(max_workers)
-        executor = self._thread_executors.get(n_threads)
-        if executor is None:
-            executor = self._thread_executors[n_threads] = new_executor(n_threads)
+        with _THREADS_LOCK:  # blocking calls from several threads may share one Context
+            executor = self._thread_executors.get(n_threads)
+            if executor is None:
+                executor = self._thread_executors[n_threads] = new_executor(n_threads)
         return executor
 
     # ------------------------------------------------------------------ worker processes
@@ -440,7 +445,8 @@ class Context(StraxContextMethods):
             await pool.aclose()
 
     def _stop_threads(self) -> None:
-        executors, self._thread_executors = self._thread_executors, {}
+        with _THREADS_LOCK:
+            executors, self._thread_executors = self._thread_executors, {}
         for executor in executors.values():
             executor.shutdown(wait=False, cancel_futures=True)
 
