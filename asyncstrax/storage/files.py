@@ -69,6 +69,7 @@ from .metadata import (
     metadata_filename,
     new_metadata,
     read_metadata,
+    same_stored_dtype,
     write_metadata,
 )
 from .rechunk import Rechunker
@@ -366,10 +367,15 @@ class FileLoader:
         self.time_range = time_range
         self.read_ahead = max(1, int(read_ahead))
         self.compressor = metadata.get("compressor", "blosc")
-        self.codec = codecs.get_codec(self.compressor)
         where = self._metadata_path()
-        stored = dtype_from_metadata(metadata, where)
-        if stored != self.dtype:
+        try:
+            self.codec = codecs.get_codec(self.compressor)
+            stored = dtype_from_metadata(metadata, where)
+        except StorageError as error:  # DataCorrupted included: say whose data it is
+            if not isinstance(error, DataCorrupted):
+                error = StorageError(f"metadata {where}: {error}")
+            raise error.add_context(data_type=key.data_type, run_id=key.run_id) from None
+        if not same_stored_dtype(stored, self.dtype):
             raise DataCorrupted(
                 f"data in {folder} has dtype {stored}, but the plugin with this lineage "
                 f"declares {self.dtype} (was the plugin's dtype changed without a new version?)",
@@ -385,7 +391,8 @@ class FileLoader:
 
     def _check_chunk_infos(self, infos: Any, where: str) -> list[dict]:
         if not isinstance(infos, list):
-            raise DataCorrupted(f"metadata {where}: 'chunks' is not a list")
+            raise DataCorrupted(f"metadata {where}: 'chunks' is not a list",
+                                data_type=self.data_type, run_id=self.key.run_id)
         previous_end = None
         for i, info in enumerate(infos):
             try:
@@ -393,13 +400,13 @@ class FileLoader:
             except (KeyError, TypeError, ValueError):
                 raise DataCorrupted(
                     f"metadata {where}: entry {i} of 'chunks' lacks start, end or n",
-                    data_type=self.data_type, chunk_i=i,
+                    data_type=self.data_type, run_id=self.key.run_id, chunk_i=i,
                 ) from None
             if start > end or n < 0 or (previous_end is not None and start != previous_end):
                 raise DataCorrupted(
                     f"metadata {where}: chunk {i} [{start}, {end}) with {n} items does not "
                     f"follow the previous chunk (ended at {previous_end})",
-                    data_type=self.data_type, chunk_i=i,
+                    data_type=self.data_type, run_id=self.key.run_id, chunk_i=i,
                 )
             previous_end = end
         return infos
@@ -489,6 +496,13 @@ class FileLoader:
     def _read_array(self, chunk_i: int, info: dict, n: int) -> np.ndarray:
         filename = info.get("filename") or chunk_filename(
             self.key.data_type, self.lineage_hash, chunk_i)
+        if (not isinstance(filename, str) or os.path.basename(filename) != filename
+                or filename in (".", "..")):
+            raise DataCorrupted(
+                f"chunk {chunk_i} of {self.folder}: its metadata entry names the file "
+                f"{filename!r}, which is not in the folder",
+                data_type=self.data_type, run_id=self.key.run_id, chunk_i=chunk_i,
+            )
         path = os.path.join(self.folder, filename)
         self.files_read.append(filename)
         if self.moved_to is not None and not os.path.exists(path):

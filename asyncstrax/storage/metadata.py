@@ -45,6 +45,7 @@ __all__ = [
     "new_metadata",
     "parse_folder_name",
     "read_metadata",
+    "same_stored_dtype",
     "write_metadata",
 ]
 
@@ -171,6 +172,20 @@ def read_metadata(path: str) -> dict:
 def is_complete(metadata: dict) -> bool:
     """strax's test: writing ended, without an exception."""
     return "writing_ended" in metadata and not metadata.get("exception")
+
+
+def same_stored_dtype(stored: np.dtype, dtype: np.dtype) -> bool:
+    """Whether data stored with dtype ``stored`` (as read back from metadata) is of ``dtype``.
+
+    ``repr(dtype.descr)`` writes padding (``align=True``, explicit offsets) as unnamed void
+    fields, which numpy reads back as fields named ``f2``, ...: compare ``dtype`` after the
+    same round trip, so such data can be loaded again (strax loads it)."""
+    if stored == dtype:
+        return True
+    try:
+        return stored == np.dtype(literal_eval(repr(dtype.descr)))
+    except (ValueError, TypeError, SyntaxError):
+        return False
 
 
 def dtype_from_metadata(metadata: dict, where: str) -> np.dtype:

@@ -39,9 +39,10 @@ def dtypes(draw):
     for i in range(n_extra):
         kind = draw(st.sampled_from(EXTRA_FIELD_TYPES))
         shape = draw(st.sampled_from([(), (3,), (2, 2)]))
-        fields.append((f"f{i}", kind, shape) if shape else (f"f{i}", kind))
+        fields.append((f"x{i}", kind, shape) if shape else (f"x{i}", kind))
     order = draw(st.permutations(range(len(fields))))
-    return np.dtype([fields[i] for i in order])
+    # aligned: padding between fields, which the metadata writes as unnamed void fields
+    return np.dtype([fields[i] for i in order], align=draw(st.booleans()))
 
 
 @st.composite

@@ -130,6 +130,26 @@ async def test_bad_metadata(tmp_path, content):
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("edit, words", [
+    (lambda md: md.update(compressor="snappy"), "unknown compressor 'snappy'"),
+    (lambda md: md.update(dtype="[('time', 'no such type')]"), "no usable dtype"),
+    (lambda md: md.update(chunks="all of them"), "does not hold strax metadata"),
+    (lambda md: md["chunks"].__setitem__(1, "all of them"), "lacks start, end or n"),
+    (lambda md: md["chunks"][1].update(filename="../../outside"), "not in the folder"),
+    (lambda md: md["chunks"][1].update(filename=".."), "not in the folder"),
+])
+async def test_bad_metadata_fields_name_data_type_and_run(tmp_path, edit, words):
+    store, plugin, _ = await saved(tmp_path)
+    md = json.load(open(md_path(store, plugin)))
+    edit(md)
+    json.dump(md, open(md_path(store, plugin), "w"))
+    with pytest.raises(StorageError) as info:
+        await load_chunks(store, plugin.key(), plugin)
+    assert words in str(info.value)
+    assert info.value.data_type == "things" and info.value.run_id == plugin.key().run_id
+
+
+@pytest.mark.asyncio
 async def test_missing_metadata(tmp_path):
     store, plugin, _ = await saved(tmp_path)
     os.unlink(md_path(store, plugin))
