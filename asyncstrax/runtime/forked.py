@@ -17,6 +17,9 @@ and drops what is the parent's:
   a SIGTERM sent to stop a worker must not reach the parent's loop as its own;
 - **sockets and event-loop descriptors**: each is pointed at ``/dev/null`` (the number stays
   taken): a stream connection the parent closes must end for its peer, not live on in a worker;
+- **storage writer locks**: the same, so that a writer killed with its workers still running
+  leaves a folder that the next writer judges stale (a lock lives while any process holds its
+  descriptor);
 - **shared-memory segments of ours** mapped by the parent (chunks it still holds) are unmapped
   here, so their memory goes when the parent lets go of it, not when the worker exits.
 
@@ -101,10 +104,17 @@ def _release_descriptors() -> None:
                 target = os.readlink(f"/proc/self/fd/{fd}")
             except OSError:  # the listing's own descriptor, already closed
                 continue
-            if target.startswith(_PARENT_ONLY):
+            if target.startswith(_PARENT_ONLY) or _is_writer_lock(target):
                 os.dup2(devnull, fd, inheritable=False)
     finally:
         os.close(devnull)
+
+
+def _is_writer_lock(target: str) -> bool:
+    from ..storage.tempdirs import LOCK_NAME
+
+    name = os.path.basename(target.removesuffix(" (deleted)"))
+    return name.startswith(LOCK_NAME)
 
 
 def _unmap_segments(prefix: str) -> None:

@@ -111,6 +111,7 @@ def _worker_init(preload: tuple[str, ...], barrier: Any, forked: bool = False) -
 
         forget_parent()
     _barrier = barrier
+    _exit_with_parent()
     # Ctrl-C reaches the whole process group: the parent handles it (cancellation), the
     # workers must not die of it half-way through a step.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -122,6 +123,25 @@ def _worker_init(preload: tuple[str, ...], barrier: Any, forked: bool = False) -
 
     for name in preload:
         importlib.import_module(name)
+
+
+#: how often a worker checks that the process that started it is alive [s]
+PARENT_CHECK_SECONDS = 0.5
+
+
+def _exit_with_parent() -> None:
+    """Exit when the parent dies (SIGKILL, OOM killer): an orphaned worker would go on with
+    its step and then wait forever for the next, holding memory. A thread polls the parent
+    pid; ``prctl(PR_SET_PDEATHSIG)`` would fire when the parent *thread* that forked exits."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK_SECONDS)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="asx-parent-watch", daemon=True).start()
 
 
 def _worker_map(name: str) -> Any:
