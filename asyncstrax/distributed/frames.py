@@ -14,7 +14,7 @@ from ..context import Context, to_dataframe
 from ..errors import AsyncstraxError, DataNotAvailable, InvalidConfiguration
 from ..lineage import DataKey
 from .dependencies import _require_dask_dataframe
-from .spec import ContextSpec
+from .spec import ContextSpec, _as_run_ids
 
 __all__ = ["get_df_many", "lazy_dataframe"]
 
@@ -23,7 +23,8 @@ def get_df_many(ctx: Context, run_ids: Iterable[str], targets: str | Sequence[st
                 **kwargs: Any) -> Any:
     """``ctx.get_df`` of several runs, concatenated, with a ``run_id`` column first.
 
-    Runs come in the order given (strax sorts them); the index runs from 0 over all rows.
+    Runs come in the order given (strax sorts them; one ``str`` is one run); the index runs
+    from 0 over all rows.
     Runs not stored are made here, one after another (``max_runs_in_flight`` is accepted for
     strax's sake): make many with ``process_runs`` first. strax's multi-run arguments
     ``ignore_errors`` (leave a failing run out, with a warning), ``add_run_id_field`` and
@@ -39,7 +40,7 @@ def get_df_many(ctx: Context, run_ids: Iterable[str], targets: str | Sequence[st
     as_bytes = kwargs.pop("run_id_as_bytes", False)
     kwargs.pop("max_runs_in_flight", None)
     frames: list[Any] = []
-    for run_id in dict.fromkeys(str(r) for r in run_ids):
+    for run_id in _as_run_ids(run_ids):
         try:
             data = ctx.get_array(run_id, targets, **kwargs)
         except AsyncstraxError as error:
@@ -125,13 +126,13 @@ def lazy_dataframe(
     ``run_id`` column comes first, and the index numbers the rows over all runs in order, so
     the divisions are known and the frame equals ``get_df_many`` of the same runs. Runs not
     stored (with this context's lineage) raise ``DataNotAvailable``: make them first with
-    ``process_runs``. Empty chunks have no file and no partition.
+    ``process_runs``. Empty chunks have no file and no partition. One ``str`` is one run.
     """
     dd = _require_dask_dataframe()
     import pandas as pd
 
     ctx = ctx_or_spec.build() if isinstance(ctx_or_spec, ContextSpec) else ctx_or_spec
-    run_ids = list(dict.fromkeys(str(r) for r in run_ids))
+    run_ids = _as_run_ids(run_ids)
     plugin = ctx.get_single_plugin(run_ids[0] if run_ids else "0", target)
     dtype = np.dtype(plugin.dtype_for(target))
     scalar = _scalar_fields(dtype)

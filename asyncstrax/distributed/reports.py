@@ -18,7 +18,10 @@ class RunReport:
     (already stored before it) or ``"failed"`` (``error``: the error's last line,
     ``traceback``: all of it).
 
-    ``seconds``: time on the worker (0 if skipped); ``items``: stored items per target.
+    ``seconds``: time on the worker (0 if skipped); ``items``: stored items per target;
+    ``attempts``: how many times the worker tried the run (more than 1 only with ``retries``;
+    0 if it was never submitted). A run submitted although stored (``skip_stored=False``) and
+    found stored by the worker is ``"skipped"`` too: its data is read, never rewritten.
     """
 
     run_id: str
@@ -28,6 +31,7 @@ class RunReport:
     error: str | None = None
     traceback: str | None = None
     worker: str | None = None
+    attempts: int = 1
 
     @property
     def ok(self) -> bool:
@@ -67,13 +71,14 @@ class RunReports(list):
             raise AsyncstraxError(f"{len(failed)} of {len(self)} runs failed:\n{lines}")
 
     def to_dataframe(self) -> Any:
-        """One row per run: status, seconds, worker, items per target, error."""
+        """One row per run: status, seconds, worker, attempts, items of all targets, error."""
         import pandas as pd
 
         rows = [dict(run_id=r.run_id, status=r.status, seconds=r.seconds,
-                     items=sum(r.items.values()), worker=r.worker, error=r.error) for r in self]
+                     items=sum(r.items.values()), worker=r.worker, attempts=r.attempts,
+                     error=r.error) for r in self]
         return pd.DataFrame(rows, columns=["run_id", "status", "seconds", "items", "worker",
-                                           "error"])
+                                           "attempts", "error"])
 
     def table(self) -> str:
         """A text table of the runs and a count of made, skipped and failed ones."""

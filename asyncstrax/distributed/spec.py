@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import numbers
 import os
 import pickle
 from collections.abc import Mapping, Sequence
@@ -214,4 +215,14 @@ def _as_spec(context: Context | ContextSpec) -> ContextSpec:
 
 def _as_targets(targets: str | Sequence[str]) -> tuple[str, ...]:
     return (targets,) if isinstance(targets, str) else tuple(targets)
+
+
+def _as_run_ids(run_ids: Any) -> list[str]:
+    """Run ids as strings, duplicates dropped; one ``str`` (or whole number) is one run, as
+    ``Context.get_df`` takes it, not a sequence of one-character runs."""
+    if isinstance(run_ids, (str, numbers.Integral)):
+        return [str(run_ids)]
+    if isinstance(run_ids, (bytes, bytearray)):
+        raise TypeError(f"run ids are strings, got bytes {run_ids!r}")
+    return list(dict.fromkeys(str(r) for r in run_ids))
 

@@ -3,11 +3,13 @@
 ``Samples`` is a source whose data depends on the run id; ``SampleSums`` derives a field
 (same kind); ``Fragile`` fails for the runs listed in ``fail_runs``; ``Slow`` sleeps per chunk
 (for cancellation); ``ViaProcessPool`` starts a process pool inside the worker (which daemonic
-workers could not do).
+workers could not do); ``FailOnce`` fails the first time per run (for retries); ``Exits`` raises
+``SystemExit`` in the runs listed in ``exit_runs``.
 """
 
 from __future__ import annotations
 
+import os
 import time
 import zlib
 
@@ -152,4 +154,44 @@ class ViaProcessPool(ax.Plugin):
         return out
 
 
-PLUGINS = [Samples, SampleSums, Fragile, Slow, ViaProcessPool]
+class FailOnce(ax.Plugin):
+    """Fails the first time per run: a marker file in ``marker_dir`` says it failed before."""
+
+    __version__ = "0.1.0"
+    provides = "fail_once"
+    depends_on = "samples"
+    dtype = [(("Start time [ns]", "time"), np.int64), (("End time [ns]", "endtime"), np.int64)]
+    marker_dir = ax.Config(default="", type=str, track=False,
+                           help="folder of the markers of runs that failed once")
+
+    def compute(self, samples):
+        marker = os.path.join(self.marker_dir, str(self.run_id))
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            raise OSError(f"transient failure in run {self.run_id}")
+        out = np.zeros(len(samples), self.dtype)
+        out["time"] = samples["time"]
+        out["endtime"] = samples["endtime"]
+        return out
+
+
+class Exits(ax.Plugin):
+    """Raises ``SystemExit(3)`` in the runs listed in ``exit_runs``."""
+
+    __version__ = "0.1.0"
+    provides = "exits"
+    depends_on = "samples"
+    dtype = [(("Start time [ns]", "time"), np.int64), (("End time [ns]", "endtime"), np.int64)]
+    exit_runs = ax.Config(default=(), type=(list, tuple), track=False,
+                          help="run ids in which compute raises SystemExit")
+
+    def compute(self, samples):
+        if self.run_id in self.exit_runs:
+            raise SystemExit(3)
+        out = np.zeros(len(samples), self.dtype)
+        out["time"] = samples["time"]
+        out["endtime"] = samples["endtime"]
+        return out
+
+
+PLUGINS = [Samples, SampleSums, Fragile, Slow, ViaProcessPool, FailOnce, Exits]

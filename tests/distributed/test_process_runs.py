@@ -299,3 +299,159 @@ def test_local_cluster_settings(client):
     assert list(states.values()) == [(False, None)] * 2
     workers = client.scheduler_info()["workers"].values()
     assert [w["nthreads"] for w in workers] == [1, 1]
+
+
+# ---------------------------------------------------------------------- defects fixed
+def test_a_worker_building_another_lineage_fails_the_run(client, tmp_path, monkeypatch):
+    """Another plugin version on the workers: the run fails, naming what differs, rather than
+    being reported made while its data is stored under a lineage the client never reads."""
+    ctx = make_context(tmp_path / "data")
+    monkeypatch.setattr(toy.SampleSums, "__version__", "0.2.0")  # the workers still have 0.1.0
+    reports = process_runs(ctx, ["l1"], "sample_sums", client, progress_bar=False)
+    report = reports.by_run()["l1"]
+    assert report.status == "failed", reports.table()
+    assert "LineageMismatch" in report.error and "'sample_sums'" in report.error
+    assert "version '0.2.0' on the client, '0.1.0' on the worker" in report.error
+    assert report.attempts == 1  # not worth retrying
+
+
+def test_lineage_check_on_the_worker_names_the_option(tmp_path):
+    from asyncstrax.distributed import process_one_run
+
+    ctx = make_context(tmp_path / "data")
+    spec = ContextSpec.from_context(ctx)
+    expected = {"sample_sums": ctx.lineage("o1", "sample_sums")}
+    samples = expected["sample_sums"]["samples"]
+    expected["sample_sums"]["samples"] = (samples[0], samples[1],
+                                          {**samples[2], "n_per_chunk": 7})
+    report = process_one_run(spec, "o1", ["sample_sums"], lineages=expected)
+    assert report.status == "failed"
+    assert f"option n_per_chunk=7 on the client, {N_PER_CHUNK} on the worker" in report.error
+    assert not ctx.is_stored("o1", "samples")
+    same = {"sample_sums": ctx.lineage("o1", "sample_sums")}
+    assert process_one_run(spec, "o1", ["sample_sums"], lineages=same).status == "ok"
+
+
+def test_one_run_id_string_is_one_run(client, tmp_path):
+    ctx = make_context(tmp_path / "data")
+    reports = process_runs(ctx, "012", "sample_sums", client, progress_bar=False)
+    assert [r.run_id for r in reports] == ["012"] and reports.done == ["012"]
+    assert list(get_df_many(ctx, "012", "sample_sums")["run_id"].unique()) == ["012"]
+    lazy = lazy_dataframe(ctx, "012", "sample_sums")
+    assert list(lazy["run_id"].unique().compute()) == ["012"]
+    assert [r.run_id for r in process_runs(ctx, 12, "sample_sums", client,
+                                           progress_bar=False)] == ["12"]
+
+
+def test_retries_apply_to_a_failing_run(client, tmp_path):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    ctx = make_context(tmp_path / "data", marker_dir=str(markers), fail_runs=["bad"])
+    reports = process_runs(ctx, ["t1", "t2"], "fail_once", client, progress_bar=False,
+                           retries=2)
+    assert reports.done == ["t1", "t2"], reports.table()
+    assert [r.attempts for r in reports] == [2, 2]
+    # a run failing every time: its last error, after 1 + retries attempts
+    failing = process_runs(ctx, ["bad"], "fragile", client, progress_bar=False, retries=2)
+    assert failing.failed == ["bad"] and failing[0].attempts == 3
+    assert "boom in run bad" in failing[0].error
+    # without retries, the first failure is final
+    once = process_runs(ctx, ["t3"], "fail_once", client, progress_bar=False)
+    assert once.failed == ["t3"] and once[0].attempts == 1
+    assert "transient failure in run t3" in once[0].error
+    with pytest.raises(ValueError, match="retries"):
+        process_runs(ctx, ["t4"], "fail_once", client, progress_bar=False, retries=-1)
+
+
+def test_a_damaged_run_fails_alone(client, tmp_path):
+    ctx = make_context(tmp_path / "data")
+    os.makedirs(ctx.storage[0].folder(ctx.key_for("b", "samples")))  # no metadata in it
+    reports = process_runs(ctx, ["a", "b", "c"], "samples", client, progress_bar=False)
+    assert reports.done == ["a", "c"] and reports.failed == ["b"], reports.table()
+    bad = reports.by_run()["b"]
+    assert "DataCorrupted" in bad.error and bad.worker is None and bad.attempts == 0
+    assert ctx.is_stored("a", "samples") and ctx.is_stored("c", "samples")
+
+
+def test_a_local_cluster_without_workers_is_refused(tmp_path, capsys):
+    ctx = make_context(tmp_path / "data")
+    with pytest.raises(ValueError, match="n_workers must be a whole number >= 0"):
+        process_runs(ctx, ["w"], "samples", n_workers=-1, progress_bar=False)
+    with pytest.raises(ValueError, match="no worker"):
+        process_runs(ctx, ["w"], "samples", progress_bar=False,
+                     cluster_kwargs=dict(n_workers=0))
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["process", "w", "-t", "samples", "--storage", str(tmp_path / "data"),
+                  "--plugins", "dask_toy_plugins", "--n-workers", "-1", "--no-progress"])
+    assert exited.value.code == 2
+    assert "--n-workers: must be 0 or more" in capsys.readouterr().err
+
+
+def test_a_plugin_raising_system_exit_fails_its_run_only(client, tmp_path):
+    ctx = make_context(tmp_path / "data", exit_runs=["e2"])
+    workers = set(client.scheduler_info()["workers"])
+    reports = process_runs(ctx, ["e1", "e2"], "exits", client, progress_bar=False)
+    assert reports.done == ["e1"] and reports.failed == ["e2"], reports.table()
+    report = reports.by_run()["e2"]
+    assert report.error == "SystemExit: 3" and "raise SystemExit(3)" in report.traceback
+    assert set(client.scheduler_info()["workers"]) == workers  # no worker died
+
+
+def test_no_skip_reports_stored_runs_as_skipped(client, tmp_path):
+    ctx = make_context(tmp_path / "data")
+    assert process_runs(ctx, ["s1"], "sample_sums", client, progress_bar=False).done == ["s1"]
+    folder = ctx.storage[0].folder(ctx.key_for("s1", "sample_sums"))
+    mtime = os.path.getmtime(folder)
+    again = process_runs(ctx, ["s1", "s2"], "sample_sums", client, progress_bar=False,
+                         skip_stored=False)
+    assert again.skipped == ["s1"] and again.done == ["s2"], again.table()
+    assert again.by_run()["s1"].worker is not None  # submitted, read back on a worker
+    assert os.path.getmtime(folder) == mtime
+
+
+def _process_argv(storage, *extra):
+    return ["process", "m1", "-t", "sample_sums", "--storage", str(storage),
+            "--plugins", "dask_toy_plugins", "--no-progress", *extra]
+
+
+def test_command_line_bad_scheduler_address(tmp_path, capsys):
+    assert cli.main(_process_argv(tmp_path / "data", "--scheduler", "notanaddress")) == 2
+    err = capsys.readouterr().err
+    assert "invalid scheduler address 'notanaddress'" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture
+def silent_port():
+    """A TCP port that accepts connections but never says a word (not a Dask scheduler)."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    try:
+        yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        server.close()
+
+
+def test_command_line_scheduler_that_is_not_dask(tmp_path, capsys, silent_port):
+    t0 = time.monotonic()
+    argv = _process_argv(tmp_path / "data", "--scheduler", silent_port, "--connect-timeout", "1")
+    assert cli.main(argv) == 2
+    assert time.monotonic() - t0 < 10
+    assert f"no Dask scheduler answers at {silent_port}" in capsys.readouterr().err
+
+
+def test_command_line_checks_targets_and_config_before_connecting(tmp_path, capsys,
+                                                                   silent_port):
+    t0 = time.monotonic()
+    bad_target = ["process", "m1", "-t", "nosuch", "--storage", str(tmp_path / "data"),
+                  "--plugins", "dask_toy_plugins", "--no-progress", "--scheduler", silent_port]
+    assert cli.main(bad_target) == 2
+    assert "no plugin provides 'nosuch'" in capsys.readouterr().err
+    bad_config = _process_argv(tmp_path / "data", "--scheduler", silent_port, "--config",
+                               "no_such_option=1")
+    assert cli.main(bad_config) == 2
+    assert "no_such_option" in capsys.readouterr().err
+    assert time.monotonic() - t0 < 10  # no connection attempted (it would take 30 s)
