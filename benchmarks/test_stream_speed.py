@@ -149,7 +149,9 @@ def _publisher(chunks: list[Chunk], warm: int, transport: str, conn: Any, warmed
             for i, c in enumerate(chunks):
                 if i == warm:
                     await asyncio.get_running_loop().run_in_executor(None, warmed.wait)
-                await pub.publish(c)
+                # zero copy, as a pipeline publishes its chunks (PublishingConsumer, `asyncstrax
+                # live`): publish()'s default first copies a raw TCP payload the caller may reuse
+                await pub.publish(c, copy=False)
         conn.send(pub.statistics().max_buffered_bytes)
 
     loop = new_loop()

@@ -93,6 +93,35 @@ def _run_with_sigint(main: Any, on_sigint: Any) -> int:
 
 
 # ---------------------------------------------------------------------- digitizer
+#: smallest --chunk-mb: smaller chunks are mostly empty (a record is hundreds of bytes) and
+#: the stream would carry tens of thousands of frames per second of detector time
+MIN_CHUNK_MB = 0.01
+
+
+def _chunk_mb(text: str) -> float:
+    value = positive_number(text)
+    if value < MIN_CHUNK_MB:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_CHUNK_MB:g} (MB per chunk), "
+                                         f"got {text}")
+    return value
+
+
+_chunk_mb.__name__ = "chunk size"
+
+
+def _run_id(text: str) -> str:
+    from asyncstrax.storage.metadata import check_run_id
+
+    try:
+        check_run_id(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+_run_id.__name__ = "run id"
+
+
 def add_digitizer_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``asyncstrax digitizer``."""
     parser.add_argument("--host", default="127.0.0.1",
@@ -105,15 +134,16 @@ def add_digitizer_arguments(parser: argparse.ArgumentParser) -> None:
                         help="event rate [Hz] instead of --rate (starts faster: no pilot run)")
     parser.add_argument("--seconds", type=non_negative_number, default=10.0,
                         help="detector seconds in the run; 0 = until Ctrl-C (default 10)")
-    parser.add_argument("--chunk-mb", type=positive_number, default=2.0,
-                        help="size of the chunks [MB] (default 2)")
+    parser.add_argument("--chunk-mb", type=_chunk_mb, default=2.0,
+                        help=f"size of the chunks [MB], at least {MIN_CHUNK_MB:g} (default 2)")
     parser.add_argument("--speed", type=positive_number, default=1.0,
                         help="detector seconds per wall-clock second (default 1: real time)")
     parser.add_argument("--seed", type=int_at_least(0), default=0,
                         help="random seed, 0 or more (default 0)")
     parser.add_argument("--n-channels", type=int_at_least(2), default=248,
                         help="PMT channels, 2 or more (default 248)")
-    parser.add_argument("--run-id", default=None, help="run id (default: live_<unix time>)")
+    parser.add_argument("--run-id", type=_run_id, default=None,
+                        help="run id, a name without '/' or '-' (default: live_<unix time>)")
     parser.add_argument("--transport", choices=("tcp", "sharedmem"), default="tcp",
                         help="payload transport (sharedmem: for subscribers on this host)")
     parser.add_argument("--compress", action="store_true", help="lz4-compress TCP payloads")
@@ -153,7 +183,9 @@ async def serve_digitizer(args: argparse.Namespace, stop: asyncio.Event,
     pub = Publisher("raw_records", host=args.host, port=args.port, transport=args.transport,
                     compress=args.compress, token=args.token, dtype=sim.dtype,
                     data_kind="raw_records", run_id=run_id,
-                    buffer_bytes=int(args.buffer_mb * 1024**2))
+                    buffer_bytes=int(args.buffer_mb * 1024**2),
+                    # the simulator makes a new array per chunk and nothing here modifies it
+                    copy=False)
     async with pub:
         rate = (f"{args.event_rate:g} events/s" if args.event_rate is not None
                 else f"{args.rate:g} MB/s")

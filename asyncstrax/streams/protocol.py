@@ -71,6 +71,7 @@ __all__ = [
     "dtype_from_wire",
     "parse_address",
     "format_address",
+    "valid_port",
     "configure_socket",
 ]
 
@@ -151,9 +152,28 @@ def dtype_from_wire(text: Any) -> np.dtype:
     return dtype
 
 
+def valid_port(port: Any) -> bool:
+    """Whether ``port`` is a TCP port number, 0 to 65535 (an int, or a string of digits)."""
+    if isinstance(port, bool):
+        return False
+    if isinstance(port, str):
+        if not port.isascii() or not port.isdigit():
+            return False
+    else:
+        try:
+            if int(port) != port:
+                return False
+        except (TypeError, ValueError, OverflowError):
+            return False
+    return 0 <= int(port) <= 65535
+
+
 def parse_address(address: Any) -> tuple[str, int]:
     """``"tcp://host:port"``, ``"host:port"`` or ``(host, port)`` -> ``(host, port)``."""
     if isinstance(address, (tuple, list)) and len(address) == 2:
+        if not valid_port(address[1]):
+            raise StreamError(f"stream address {address!r}: the port must be a whole number "
+                              f"from 0 to 65535")
         return str(address[0]), int(address[1])
     if not isinstance(address, str):
         raise StreamError(f"cannot read stream address {address!r}")
@@ -162,8 +182,11 @@ def parse_address(address: Any) -> tuple[str, int]:
         if text.startswith(scheme):
             text = text[len(scheme):]
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not port.isascii() or not port.isdigit():
         raise StreamError(f"stream address {address!r} is not 'tcp://host:port'")
+    if not valid_port(port):
+        raise StreamError(f"stream address {address!r}: port {port} is not a port number "
+                          f"(0 to 65535)")
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
@@ -268,8 +291,9 @@ class FrameReader:
         self.bytes_received += n
         return n
 
-    async def _fill(self, need: int, what: str) -> None:
-        """Make at least ``need`` bytes available in the staging buffer."""
+    async def _fill(self, need: int, what: str, done: int = 0, total: int | None = None) -> None:
+        """Make at least ``need`` bytes available in the staging buffer (the last ``need`` of
+        ``total`` bytes of a frame's ``what``, ``done`` of which were read: for messages)."""
         while self._hi - self._lo < need:
             if self._lo and (len(self._buf) - self._lo < need):
                 rest = self._hi - self._lo
@@ -279,7 +303,7 @@ class FrameReader:
                 self._grow(need)
             n = await self._recv_into(self._view[self._hi:])
             if n == 0:
-                self._eof(what, self._hi - self._lo, need)
+                self._eof(what, done + self._hi - self._lo, need if total is None else total)
             self._hi += n
 
     def _grow(self, need: int) -> None:
@@ -305,9 +329,13 @@ class FrameReader:
             self._lo = self._hi = 0
         return view
 
-    async def read_into(self, target: memoryview, what: str = "payload") -> None:
-        """Fill ``target`` (a writable byte view) from the stream."""
+    async def read_into(self, target: memoryview, what: str = "payload", done: int = 0,
+                        total: int | None = None) -> None:
+        """Fill ``target`` (a writable byte view) from the stream: the bytes after the first
+        ``done`` of the ``total`` bytes of a frame's ``what`` (for messages)."""
         need = target.nbytes
+        if total is None:
+            total = done + need
         pos = min(need, self._hi - self._lo)
         if pos:
             target[:pos] = self._take(pos)
@@ -315,7 +343,7 @@ class FrameReader:
         while pos < need:
             left = need - pos
             if left < _STAGING_BYTES // 2:
-                await self._fill(left, what)
+                await self._fill(left, what, done + pos, total)
                 target[pos:] = self._take(left)
                 return
             # Take what the kernel already holds without a trip through the event loop: a
@@ -335,7 +363,7 @@ class FrameReader:
             else:
                 self.bytes_received += n
             if n == 0:
-                self._eof(what, pos, need)
+                self._eof(what, done + pos, total)
             pos += n
 
     async def _recv_payload_piece(self, view: memoryview, left: int) -> int:
@@ -412,7 +440,7 @@ class FrameReader:
         out = bytearray(min(need, _STAGING_BYTES))
         got = 0
         while True:
-            await self.read_into(memoryview(out)[got:])
+            await self.read_into(memoryview(out)[got:], done=got, total=need)
             got = len(out)
             if got == need:
                 return out

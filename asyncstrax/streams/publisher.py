@@ -16,13 +16,18 @@ A subscriber that disconnects is forgotten; the others go on. The end of the run
 ``END`` frame (``end()``, or leaving the ``async with`` block normally): ``end()`` waits until
 every ``block`` subscriber has it, but a ``drop`` subscriber never delays the publisher: it gets
 ``drop_end_timeout`` seconds to take its END, then it is disconnected. A failure upstream is
-an ``ERROR`` frame (``abort(error)``, or leaving the block with an exception); a connection that
-just closes is a crash, and subscribers say so.
+an ``ERROR`` frame (``abort(error)``, or leaving the block with an exception, or cancelling
+``publish(chunks, pub)``): it goes after the chunks already accepted, through each subscriber's
+sender, and shared-memory segments stay until the subscriber has left; a subscriber that does not
+take it within ``abort_timeout`` seconds loses the chunks still queued, then is disconnected. A
+connection that just closes is a crash, and subscribers say so.
 
-Transports: ``tcp`` sends the chunk's bytes after the frame header, straight from the array
-(no copy when it is contiguous), lz4-compressed with ``compress=True``; ``sharedmem`` copies the
-chunk once into a shared-memory segment and sends its name (subscribers on another host, or that
-cannot map shared memory, get the bytes over TCP).
+Transports: ``tcp`` sends the chunk's bytes after the frame header, lz4-compressed with
+``compress=True``; ``sharedmem`` copies the chunk once into a shared-memory segment and sends its
+name (subscribers on another host, or that cannot map shared memory, get the bytes over TCP).
+Frames are sent after ``publish()`` returns, so ``publish()`` copies raw TCP payloads once (the
+caller may reuse its array at once); ``publish(chunk, copy=False)`` sends them straight from the
+array instead: then the array must not be modified until the chunk has been sent.
 """
 
 from __future__ import annotations
@@ -62,6 +67,10 @@ DEFAULT_BUFFER_BYTES = 64 * 1024**2
 DEFAULT_DROP_END_TIMEOUT = 3.0
 #: seconds a new connection gets to send its HELLO (silent connections are closed)
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+#: after ``abort()``, seconds subscribers get to take the chunks already accepted and the ERROR
+#: frame; then what is still queued is dropped and the ERROR frame gets ``_ERROR_GRACE`` more
+DEFAULT_ABORT_TIMEOUT = 3.0
+_ERROR_GRACE = 1.0
 #: the staging buffer of a subscriber's connection here: it only carries HELLO, ACK and RELEASE
 _CONTROL_STAGING_BYTES = 64 * 1024
 #: chunks larger than this are copied / compressed on a worker thread, not on the loop
@@ -196,6 +205,20 @@ class _Subscription:
         header["gap"] = {"chunks": chunks, "items": items, "bytes": nbytes}
         self.put(_Item(P.CHUNK, header, is_chunk=True))
 
+    def drop_queued(self) -> None:
+        """Forget the chunks not sent yet (an aborted run whose subscriber is too slow)."""
+        pool = self.pub._pool
+        kept: deque[_Item] = deque()
+        for item in self.queue:
+            if not item.is_chunk:
+                kept.append(item)
+                continue
+            if item.segment is not None and pool is not None:
+                pool.unref(item.segment)
+            self.buffered -= item.nbytes
+        self.queue = kept
+        self._room.set()
+
     def drop(self, chunk: Chunk) -> None:
         self.dropped_chunks += 1
         self.dropped_items += len(chunk)
@@ -231,7 +254,7 @@ class _Subscription:
                 self.mid_frame = True
                 await P.send_frame(loop, self.sock, item.kind, header, payload)
                 self.mid_frame = False
-                if item.kind == P.END:
+                if item.kind in (P.END, P.ERROR):
                     return
                 if item.is_chunk:
                     self.frames_sent += 1
@@ -343,6 +366,10 @@ class Publisher:
     subscriber may ask for less). ``drop_end_timeout``: seconds a ``drop`` subscriber gets to
     take the END frame before it is disconnected (a stalled monitor must not hold up the end).
     ``handshake_timeout``: seconds a connection gets to send its HELLO before it is closed.
+    ``abort_timeout``: after ``abort()``, seconds a subscriber gets to take the chunks already
+    accepted and the ERROR frame (then the rest is dropped, the ERROR gets one more second).
+    ``copy``: the default of ``publish(chunk, copy=...)``; False only for a source whose arrays
+    are never modified (zero copy).
     """
 
     def __init__(
@@ -362,9 +389,14 @@ class Publisher:
         shm_keep_bytes: int | None = None,
         drop_end_timeout: float = DEFAULT_DROP_END_TIMEOUT,
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+        abort_timeout: float = DEFAULT_ABORT_TIMEOUT,
+        copy: bool = True,
     ) -> None:
         if transport not in TRANSPORTS:
             raise InvalidConfiguration(f"transport must be one of {TRANSPORTS}, not {transport!r}")
+        if not P.valid_port(port):
+            raise InvalidConfiguration(f"port must be a whole number from 0 to 65535 (0: any "
+                                       f"free port), not {port!r}")
         self.data_type = data_type
         self.host = host
         self.port = int(port)
@@ -375,6 +407,10 @@ class Publisher:
         self.buffer_bytes = int(buffer_bytes)
         self.drop_end_timeout = float(drop_end_timeout)
         self.handshake_timeout = float(handshake_timeout)
+        self.abort_timeout = float(abort_timeout)
+        self.copy = bool(copy)
+        #: the ERROR message once aborted
+        self._error: str | None = None
         self.dtype = np.dtype(dtype) if dtype is not None else None
         self.data_kind = data_kind
         self.run_id = run_id
@@ -496,7 +532,8 @@ class Publisher:
             if self.token is not None:
                 given = h.get("token")
                 if not isinstance(given, str) or not hmac.compare_digest(
-                    given.encode(), self.token.encode()
+                    # surrogatepass: a token with lone surrogates (valid JSON) is just wrong
+                    given.encode("utf-8", "surrogatepass"), self.token.encode()
                 ):
                     await self._refuse(sock, "bad or missing token", peer)
                     return
@@ -515,6 +552,13 @@ class Publisher:
             if isinstance(requested, int) and not isinstance(requested, bool) and requested > 0:
                 capacity = min(capacity, requested)
             if self._ended:
+                if self._error is not None:  # it failed: say why
+                    try:
+                        await P.send_frame(loop, sock, P.ERROR, {"message": self._error})
+                    except OSError:
+                        pass
+                    sock.close()
+                    return
                 await self._refuse(sock, "the run has ended", peer)
                 return
             transport = "tcp"
@@ -534,6 +578,9 @@ class Publisher:
         except asyncio.CancelledError:
             sock.close()
             raise
+        except Exception as error:  # noqa: BLE001 - a HELLO no client sends: refuse it
+            await self._refuse(sock, f"unreadable HELLO ({type(error).__name__})", peer)
+            return
         if self.dtype is not None:  # known: a subscriber it cannot serve is never counted
             reason = self._refusal(h.get("dtype"), h.get("run_id"))
             if reason is not None:
@@ -595,6 +642,10 @@ class Publisher:
         """Send the WELCOME (or a refusal) once the stream's dtype and run are known."""
         await self._info_ready.wait()  # type: ignore[union-attr]
         loop = asyncio.get_running_loop()
+        if self._error is not None and self.dtype is None:  # failed before any data
+            await P.send_frame(loop, sub.sock, P.ERROR, {"message": self._error})
+            sub.lost(None)
+            return False
         reason = self._refusal(sub.hello_dtype)
         if reason is not None:
             self._refused += 1
@@ -641,8 +692,19 @@ class Publisher:
         if not self._info_ready.is_set():  # type: ignore[union-attr]
             self._info_ready.set()  # type: ignore[union-attr]
 
-    async def publish(self, chunk: Chunk) -> None:
-        """Send ``chunk`` to every subscriber; waits while a ``block`` subscriber is full."""
+    async def publish(self, chunk: Chunk, *, copy: bool | None = None) -> None:
+        """Send ``chunk`` to every subscriber; waits while a ``block`` subscriber is full.
+
+        The chunk's bytes are queued for the subscribers' senders, which send them after this
+        returns. By default they are copied first (into a shared-memory segment, compressed,
+        or, for raw TCP, copied once for all subscribers), so the caller may reuse or modify
+        its array as soon as this returns (a DAQ recycling its buffers). ``copy=False`` sends
+        raw TCP payloads straight from the chunk's array (zero copy): then do not modify the
+        array until the publish call's data has been sent (in practice: use it only for
+        arrays that are never modified, such as a pipeline's output chunks). ``None``: the
+        Publisher's ``copy`` setting (True unless it was made with ``copy=False``)."""
+        if copy is None:
+            copy = self.copy
         if self._lsock is None:
             await self.start()
         if self._ended or self._closed:
@@ -664,8 +726,11 @@ class Publisher:
             if nbytes:
                 raw = np.ascontiguousarray(data)
                 payload = memoryview(raw.view(np.uint8))  # type: ignore[arg-type]  # numpy stubs, py<3.12
-                if compressor == "lz4":
+                if compressor == "lz4":  # a new buffer: nothing of the caller's is kept
                     payload = await _maybe_thread(nbytes, _compress, payload)
+                elif copy and np.may_share_memory(raw, data):
+                    # sent later by the senders: never from memory the caller may reuse
+                    payload = await _maybe_thread(nbytes, _copy_bytes, payload)
             header = self._chunk_header(chunk.start, chunk.end, len(chunk), nbytes, compressor)
         shm_header = None
         if nbytes and any(s.transport == "sharedmem" for s in subs):
@@ -736,22 +801,34 @@ class Publisher:
                      f"(drop_end_timeout); disconnected")
 
     async def abort(self, error: BaseException | str) -> None:
-        """The source failed: tell every subscriber (ERROR frame) and disconnect them."""
+        """The source failed: tell every subscriber (ERROR frame) and disconnect them.
+
+        Each subscriber's sender finishes the frame it is sending and the chunks already
+        accepted, then sends the ERROR frame; shared-memory segments stay until the subscriber
+        has left. One that has not left within ``abort_timeout`` seconds loses the chunks still
+        queued and gets ``_ERROR_GRACE`` seconds more for the ERROR frame; then it is
+        disconnected. Cancelling this wait leaves the rest to ``aclose()``."""
+        if self._error is not None:
+            return
         self._ended = True
         message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        frame = P.encode_frame(P.ERROR, {"message": str(message)[:4000]})
-        for sub in list(self._subs):
-            for task in (sub.sender, sub.listener):
-                if task is not None and not task.done():
-                    task.cancel()
-            await asyncio.gather(*(t for t in (sub.sender, sub.listener) if t is not None),
-                                 return_exceptions=True)
-            if not sub.mid_frame:
-                try:
-                    sub.sock.send(frame)
-                except OSError:
-                    pass
-            sub.lost(None)
+        self._error = str(message)[:4000]
+        if self._info_ready is not None and not self._info_ready.is_set():
+            self._info_ready.set()  # waiting subscribers: WELCOME (or ERROR) and then ERROR
+        subs = list(self._subs)
+        for sub in subs:
+            sub.gap = None
+            sub.end_queued = True
+            sub.put(_Item(P.ERROR, {"message": self._error}))
+        await asyncio.gather(*(self._see_error(sub) for sub in subs))
+
+    async def _see_error(self, sub: _Subscription) -> None:
+        if await sub.finished(self.abort_timeout):
+            return
+        sub.drop_queued()
+        if not await sub.finished(min(_ERROR_GRACE, self.abort_timeout)):
+            sub.lost(f"did not take the ERROR frame within {self.abort_timeout:g} s "
+                     f"(abort_timeout); disconnected")
 
     async def aclose(self) -> None:
         """Stop serving: close every connection and unlink every shared-memory segment."""
@@ -820,7 +897,8 @@ class PublishingConsumer:
     async def consume(self, reader: Any, pool: Any = None) -> None:
         """Publish every chunk the reader gives, then END."""
         async for chunk in reader:
-            await self.publisher.publish(chunk)
+            # a pipeline never modifies a chunk it has handed on: no copy needed
+            await self.publisher.publish(chunk, copy=False)
         await self.publisher.end()
 
     async def abort(self, error: BaseException) -> None:
@@ -828,16 +906,19 @@ class PublishingConsumer:
         await self.publisher.abort(error)
 
 
-async def publish(chunks: AsyncIterable[Chunk], publisher: Publisher, *, end: bool = True) -> int:
+async def publish(chunks: AsyncIterable[Chunk], publisher: Publisher, *, end: bool = True,
+                  copy: bool | None = None) -> int:
     """Publish every chunk of an async iterable (``ctx.aiter(...)``, a Pipeline); then END.
 
     If the iterable raises, subscribers get an ERROR frame and the error is re-raised. Returns
-    the number of chunks published.
+    the number of chunks published. ``copy=False``: zero copy (``Publisher.publish``), for an
+    iterable whose arrays are never modified once yielded (``ctx.aiter``, a Pipeline); None:
+    the publisher's ``copy`` setting.
     """
     n = 0
     try:
         async for chunk in chunks:
-            await publisher.publish(chunk)
+            await publisher.publish(chunk, copy=copy)
             n += 1
     except asyncio.CancelledError:
         await publisher.abort("the publishing task was cancelled")
@@ -854,6 +935,11 @@ async def _maybe_thread(nbytes: int, fn: Any, *args: Any) -> Any:
     if nbytes >= _OFFLOAD_BYTES:
         return await asyncio.to_thread(fn, *args)
     return fn(*args)
+
+
+def _copy_bytes(view: memoryview) -> memoryview:
+    # a byte copy: numpy copies structured dtypes field by field, ~5x slower
+    return memoryview(np.frombuffer(view, dtype=np.uint8).copy())  # type: ignore[arg-type]
 
 
 def _compress(view: memoryview) -> bytes:

@@ -1,7 +1,7 @@
 """Shared-memory payloads on one host: a pool of segments on the publisher, mappings on the
 subscriber.
 
-The publisher copies each chunk once into a ``multiprocessing.shared_memory`` segment and sends
+The publisher copies each chunk once into a POSIX shared-memory segment (``shm_open``) and sends
 only its name over the socket. Every subscriber maps the segment privately (copy-on-write) and
 wraps it with ``np.frombuffer``: no copy on the receiving side. A subscriber tells the publisher
 twice about a segment: ``ACK`` when it has mapped it (the chunk left the publisher's buffer: flow
@@ -22,14 +22,17 @@ Segment lifetime, "always unlinked":
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import mmap
 import os
 import re
 import secrets
+import sys
+import weakref
 from dataclasses import dataclass
-from multiprocessing import shared_memory
-from typing import TypeGuard, cast
+from multiprocessing import resource_tracker
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -42,6 +45,7 @@ except ImportError:  # pragma: no cover - Windows
 
 __all__ = [
     "Segment",
+    "SegmentGone",
     "SegmentPool",
     "map_segment",
     "new_prefix",
@@ -119,28 +123,129 @@ class _Mapping(mmap.mmap):
     """An mmap that supports weak references (to learn when its last array is gone)."""
 
 
-def map_segment(name: str, nbytes: int) -> mmap.mmap:
-    """Map ``nbytes`` of segment ``name`` privately (writes stay local: copy-on-write)."""
+# Mappings hold no file descriptor. A subscriber may keep thousands of chunks alive (a run
+# collected in memory) and a publisher as many segments: with one descriptor each they would
+# hit the open-files limit (RLIMIT_NOFILE, often 1024). The mapping stays valid once its
+# descriptor is closed, but Python's mmap keeps a duplicate of it open until the mmap is
+# closed, except with ``trackfd=False`` (Python >= 3.13). Before 3.13 the segment is mapped
+# with libc's mmap: a ctypes byte array at the mapped address, unmapped when it is garbage
+# collected (arrays made with np.frombuffer, and memoryviews, keep it alive).
+_PROT = mmap.PROT_READ | mmap.PROT_WRITE
+
+
+def _load_libc() -> Any:
+    if sys.version_info >= (3, 13) or not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                              ctypes.c_int, ctypes.c_long]
+        libc.munmap.restype = ctypes.c_int
+        libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    except (OSError, AttributeError):  # pragma: no cover - no usable libc
+        return None
+    return libc
+
+
+_libc = _load_libc()
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def _map_fd(fd: int, size: int, flags: int) -> Any:
+    """A writable buffer over ``size`` bytes of ``fd`` that keeps no descriptor open (the
+    caller closes ``fd``); it supports weak references, and is unmapped once collected."""
+    if sys.version_info >= (3, 13):
+        return _Mapping(fd, size, flags=flags, prot=_PROT, trackfd=False)  # type: ignore[call-arg]
+    if _libc is None:  # pragma: no cover - keeps a duplicate of fd open
+        return _Mapping(fd, size, flags=flags, prot=_PROT)
+    addr = _libc.mmap(None, size, _PROT, flags, fd, 0)
+    if addr is None or addr == _MAP_FAILED:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    buf = (ctypes.c_ubyte * size).from_address(addr)
+    # not at exit: arrays may still use it then; the process's end unmaps everything
+    weakref.finalize(buf, _libc.munmap, addr, size).atexit = False
+    return buf
+
+
+def _os_failure(what: str, error: OSError) -> str:
+    """``what`` failed with ``error``: the message, with the limit that was hit."""
+    text = f"{what}: {error.strerror or error}"
+    if error.errno in (errno.EMFILE, errno.ENFILE):
+        try:
+            import resource
+
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            limit = f"{soft} (hard limit {hard})"
+        except (ImportError, OSError, ValueError):  # pragma: no cover
+            limit = "unknown"
+        text += (f" (the open-files limit RLIMIT_NOFILE is {limit}; raise it with "
+                 f"'ulimit -n', or keep fewer files and sockets open)")
+    elif error.errno == errno.ENOMEM:
+        text += " (too many mappings: vm.max_map_count, or out of memory)"
+    return text
+
+
+class SegmentGone(StreamError):
+    """A segment named in a CHUNK frame does not exist (any more)."""
+
+
+def map_segment(name: str, nbytes: int, seq: int | None = None) -> Any:
+    """Map segment ``name`` (at least ``nbytes``) privately (writes stay local: copy-on-write).
+
+    The mapping keeps no file descriptor open; it is unmapped when garbage-collected. ``seq``:
+    the chunk's sequence number, for error messages."""
     if _posixshmem is None:  # pragma: no cover
         raise StreamError("shared-memory streams need POSIX shared memory")
+    of_chunk = f" (chunk seq {seq})" if seq is not None else ""
     try:
         fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, mode=0o600)
     except FileNotFoundError:
-        raise StreamError(
-            f"shared-memory segment {name!r} does not exist (the publisher died, or is not on "
-            f"this host)"
+        raise SegmentGone(
+            f"shared-memory segment {name!r}{of_chunk} does not exist (the publisher died, or "
+            f"is not on this host)"
         ) from None
+    except OSError as error:
+        raise StreamError(_os_failure(f"cannot open shared-memory segment {name!r}{of_chunk}",
+                                      error)) from None
     try:
         size = os.fstat(fd).st_size
         if size < nbytes:
             raise StreamError(
-                f"shared-memory segment {name!r} holds {size} bytes, the frame announces {nbytes}"
+                f"shared-memory segment {name!r}{of_chunk} holds {size} bytes, the frame "
+                f"announces {nbytes}"
             )
-        return _Mapping(
-            fd, nbytes, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE
-        )
+        # the whole segment: its size is a multiple of _GRANULE, so few buffer types are made
+        return _map_fd(fd, size, mmap.MAP_PRIVATE)
+    except OSError as error:
+        raise StreamError(_os_failure(f"cannot map shared-memory segment {name!r}{of_chunk}",
+                                      error)) from None
     finally:
         os.close(fd)
+
+
+def _create(name: str, size: int) -> Any:
+    """Create segment ``name`` of ``size`` bytes and map it (shared); no descriptor stays
+    open. Registered with the resource tracker, which unlinks it if this process dies."""
+    if _posixshmem is None:  # pragma: no cover
+        raise StreamError("shared-memory streams need POSIX shared memory")
+    try:
+        fd = _posixshmem.shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
+    except OSError as error:
+        raise StreamError(_os_failure(f"cannot create shared-memory segment {name!r}",
+                                      error)) from None
+    try:
+        os.ftruncate(fd, size)
+        buf = _map_fd(fd, size, mmap.MAP_SHARED)
+    except OSError as error:
+        _posixshmem.shm_unlink("/" + name)
+        raise StreamError(_os_failure(f"cannot create shared-memory segment {name!r} of "
+                                      f"{size} bytes", error)) from None
+    finally:
+        os.close(fd)
+    resource_tracker.register("/" + name, "shared_memory")
+    return buf
 
 
 def _reserve(name: str, nbytes: int) -> None:
@@ -161,6 +266,9 @@ def _reserve(name: str, nbytes: int) -> None:
     except OSError as error:
         if error.errno in (errno.EINVAL, errno.EOPNOTSUPP):  # pragma: no cover - cannot reserve
             return
+        if error.errno in (errno.EMFILE, errno.ENFILE):
+            raise StreamError(_os_failure(f"cannot open shared-memory segment {name!r}",
+                                          error)) from None
         raise StreamError(
             f"cannot put a chunk of {nbytes} bytes in shared memory: {_SHM_DIR} has "
             f"{_shm_free()} bytes free ({error.strerror}). Make smaller chunks, enlarge "
@@ -180,7 +288,8 @@ def _shm_free() -> int | str:
 class Segment:
     """One shared-memory segment of a pool, with its reference count."""
 
-    shm: shared_memory.SharedMemory
+    #: the mapping (no file descriptor); None once unlinked (unmapped when unused)
+    buf: Any
     name: str
     size: int
     refs: int = 0
@@ -238,8 +347,7 @@ class SegmentPool:
             size = max(_GRANULE, -(-nbytes // _GRANULE) * _GRANULE)
             name = f"{self.prefix}_{self._n}"
             self._n += 1
-            shm = shared_memory.SharedMemory(name=name, create=True, size=size)
-            seg = Segment(shm, name, size)
+            seg = Segment(_create(name, size), name, size)
             self._all[name] = seg
             self.created += 1
         if nbytes > seg.reserved:
@@ -256,7 +364,7 @@ class SegmentPool:
     @staticmethod
     def write(seg: Segment, data: np.ndarray) -> None:
         """Copy ``data`` (contiguous or not) into the segment (safe to call on a thread)."""
-        buf = cast(memoryview, seg.shm.buf)  # open while the segment is referenced
+        buf = seg.buf  # mapped while the segment is referenced
         if data.flags.c_contiguous:
             # a byte copy: numpy copies structured dtypes field by field, ~5x slower
             target = np.frombuffer(buf, dtype=np.uint8, count=data.nbytes)
@@ -290,14 +398,13 @@ class SegmentPool:
             return
         if seg in self._free:
             self._free.remove(seg)
+        seg.buf = None  # unmapped once unused (a copy still running on a thread holds it)
         try:
-            seg.shm.close()
-        except BufferError:  # pragma: no cover - a copy still running on a thread
-            pass
-        try:
-            seg.shm.unlink()
+            _posixshmem.shm_unlink("/" + seg.name)
         except FileNotFoundError:
             pass
+        else:
+            resource_tracker.unregister("/" + seg.name, "shared_memory")
         self.unlinked += 1
 
     def close(self) -> None:

@@ -46,6 +46,8 @@ __all__ = ["Gap", "StreamInfo", "Subscriber", "SubscriberStatistics", "stream_in
 _OFFLOAD_BYTES = 1 << 20
 #: seconds to connect and say HELLO (and, for ``stream_info``, to get the answer)
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+#: a missing shared-memory segment: seconds to look for the ERROR frame that may explain it
+_WHY_GONE_SECONDS = 1.0
 #: ``Subscriber.gaps`` keeps this many of the most recent gaps
 MAX_GAPS_KEPT = 10_000
 #: checking the chunk rules of larger chunks runs on a worker thread. Below this the check
@@ -457,6 +459,28 @@ class Subscriber:
                 return
             await asyncio.sleep(0.02)
 
+    async def _why_gone(self, error: StreamError) -> StreamError:
+        """A chunk's segment is gone: a publisher that failed frees its segments once its
+        subscribers had time to take the ERROR frame. If one follows (after other shared-memory
+        chunk frames), that is the error; else the segment's absence is."""
+        reader = self._reader
+        assert reader is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _WHY_GONE_SECONDS
+        try:
+            while True:
+                head = await asyncio.wait_for(reader.read_head(),
+                                              max(0.0, deadline - loop.time()))
+                if head.kind == P.ERROR:
+                    return StreamError(
+                        f"the publisher at {self.address} failed: "
+                        f"{head.header.get('message', '(no message)')} ({self._chunks} chunks "
+                        f"received; the chunks after them were not taken in time)")
+                if head.kind != P.CHUNK or head.payload_len:
+                    return error
+        except (StreamError, asyncio.TimeoutError):
+            return error
+
     async def _chunk(self, head: P.FrameHead) -> tuple:
         """Read a CHUNK frame's data; the Chunk is built (and checked) by ``_build``."""
         h = head.header
@@ -489,7 +513,10 @@ class Subscriber:
                 raise StreamError(f"bad frame from {peer}: a gap frame carries data")
             data = np.zeros(0, dtype)
         elif segment is not None:
-            data = self._map(segment, n, nbytes, dtype, seq, head)
+            try:
+                data = self._map(segment, n, nbytes, dtype, seq, head)
+            except shm.SegmentGone as error:
+                raise await self._why_gone(error) from None
         elif compressor is None:
             if head.payload_len != nbytes:
                 raise StreamError(f"bad frame from {peer}: payload of {head.payload_len} bytes "
@@ -512,11 +539,11 @@ class Subscriber:
         if self._first_start is None:
             self._first_start = start
         if gap is not None:
-            try:
-                missed = Gap(start, end, int(gap["chunks"]), int(gap["items"]),
-                             int(gap["bytes"]))
-            except (KeyError, TypeError, ValueError):
-                raise StreamError(f"bad frame from {peer}: unreadable gap {gap!r}") from None
+            counts: list[Any] = [gap.get(k) for k in ("chunks", "items", "bytes")]
+            if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**63
+                       for v in counts):
+                raise StreamError(f"bad frame from {peer}: unreadable gap {str(gap)[:200]}")
+            missed = Gap(start, end, *counts)
             self.gaps.append(missed)
             for k, value in enumerate((1, missed.chunks, missed.items, missed.bytes)):
                 self._dropped[k] += value
@@ -557,7 +584,7 @@ class Subscriber:
             raise StreamError(f"bad frame from {peer}: segment name {name!r}")
         if nbytes == 0:
             raise StreamError(f"bad frame from {peer}: an empty chunk in shared memory")
-        mapping = shm.map_segment(name, nbytes)
+        mapping = shm.map_segment(name, nbytes, seq)
         data = np.frombuffer(mapping, dtype=dtype, count=n)
         weakref.finalize(mapping, self._released, seq)
         del mapping
