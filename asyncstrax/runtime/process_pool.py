@@ -483,6 +483,19 @@ def _worker_processes(executor: cf.ProcessPoolExecutor) -> list[Any]:
         (getattr(executor, "_processes", None) or {}).values())
 
 
+def _exited(pid: int) -> bool:
+    """A worker that exited, as /proc shows it (Linux): a zombie, or gone. ``exitcode`` alone
+    misses one that the executor's manager thread is reaping at the same moment (its waitpid
+    wins, ours sees no child), before the executor is marked broken."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return sys.platform.startswith("linux")
+    except (OSError, IndexError):  # reaped while read, or an unexpected format
+        return False
+
+
 def _terminate(processes: list[Any]) -> None:
     for process in processes:
         if isinstance(process, mp.process.BaseProcess) and process.is_alive():
@@ -556,7 +569,7 @@ class ProcessPool:
             return False
         processes = getattr(executor, "_processes", None) or {}
         if getattr(executor, "_broken", False) or any(
-                p.exitcode is not None for p in processes.values()):
+                p.exitcode is not None or _exited(pid) for pid, p in list(processes.items())):
             self._retire(executor)
             return True
         return False
