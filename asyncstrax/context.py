@@ -116,6 +116,16 @@ def _as_targets(targets: str | Sequence[str]) -> tuple[str, ...]:
 _THREADS_LOCK = threading.Lock()
 
 
+def _new_threads_lock() -> None:
+    """In a forked child: a fresh lock (a parent's thread may have held it at the fork)."""
+    global _THREADS_LOCK
+    _THREADS_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_threads_lock)
+
+
 def _uvloop_factory() -> Any:
     try:
         import uvloop
@@ -175,6 +185,8 @@ class Context(StraxContextMethods):
         self.last_summary: PipelineSummary | None = None
         self._process_pool: ProcessPool | None = None
         self._thread_executors: dict[int, cf.ThreadPoolExecutor] = {}
+        #: the process whose workers these are (see _leave_parents_workers)
+        self._owner_pid = os.getpid()
         if register_all is not None:
             self.register_all(register_all)
         if register is not None:
@@ -412,6 +424,7 @@ class Context(StraxContextMethods):
         """The threads of requests with ``max_workers``: made on first need, kept for later
         requests (their memory stays warm), stopped by close()."""
         n_threads = thread_count(max_workers)
+        self._leave_parents_workers()
         with _THREADS_LOCK:  # blocking calls from several threads may share one Context
             executor = self._thread_executors.get(n_threads)
             if executor is None:
@@ -424,14 +437,29 @@ class Context(StraxContextMethods):
         at the first step sent to them), reused by every later request, closed by close()."""
         if max_workers <= 1:
             return None
+        self._leave_parents_workers()
         if self._process_pool is None:
             self._process_pool = ProcessPool(
                 max(max_workers, self.context_config["max_workers"]),
                 start_method=self.context_config["process_start_method"])
         return self._process_pool
 
+    def _leave_parents_workers(self) -> None:
+        """In a forked copy of this Context (multiprocessing's fork), start workers of its own:
+        the kept threads stayed in the parent (a job sent to them here would wait forever), and
+        the process pool's workers and segments are the parent's (not to be stopped here)."""
+        with _THREADS_LOCK:
+            if self._owner_pid == os.getpid():
+                return
+            self._owner_pid = os.getpid()
+            self._thread_executors = {}
+            pool, self._process_pool = self._process_pool, None
+        if pool is not None:
+            pool.disown()
+
     def close(self) -> None:
         """Stop the worker processes and threads, if any (they start again on the next need)."""
+        self._leave_parents_workers()
         self._stop_threads()
         pool, self._process_pool = self._process_pool, None
         if pool is not None:
@@ -439,6 +467,7 @@ class Context(StraxContextMethods):
 
     async def aclose(self) -> None:
         """Stop the context's workers (``async with Context(...)`` calls this)."""
+        self._leave_parents_workers()
         self._stop_threads()
         pool, self._process_pool = self._process_pool, None
         if pool is not None:

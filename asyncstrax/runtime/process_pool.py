@@ -52,6 +52,7 @@ import asyncio
 import concurrent.futures as cf
 import itertools
 import multiprocessing as mp
+import multiprocessing.util as mp_util
 import os
 import pickle
 import signal
@@ -375,6 +376,9 @@ class _State:
     """
 
     def __init__(self, max_free: int) -> None:
+        #: the process that owns the workers and segments: a forked copy of this state
+        #: (a Context used in a forked child) must never stop or unlink them
+        self.pid = os.getpid()
         self.executor: cf.ProcessPoolExecutor | None = None
         self.packer: cf.ThreadPoolExecutor | None = None
         self.live: set[str] = set()  # output names a worker may create
@@ -435,6 +439,10 @@ class _State:
 
     def shutdown(self, kill: bool = False) -> None:
         self.closed = True
+        if os.getpid() != self.pid:  # the parent's workers and segments: leave them be
+            self.executor = self.packer = None
+            self.retired.clear()
+            return
         executor, self.executor = self.executor, None
         stopping = list(self.retired)
         if executor is not None:
@@ -555,6 +563,11 @@ class ProcessPool:
         self._start_lock = threading.Lock()
         self._by_plugin: dict[int, tuple[Plugin, str]] = {}
         self._finalizer = weakref.finalize(self, self._state.shutdown, True)
+        # multiprocessing's children leave through os._exit, without atexit, once they have
+        # joined their own children: a pool started in one (a Context used in a forked
+        # worker) must stop before that join, or the child waits for its workers forever
+        self._mp_finalizer = mp_util.Finalize(self, self._state.shutdown, args=(True,),
+                                              exitpriority=10)
 
     # ------------------------------------------------------------------ life cycle
     @property
@@ -664,6 +677,15 @@ class ProcessPool:
         with self._start_lock:  # a start under way (on a helper thread) ends first
             self._state.shutdown(kill)
         self._finalizer.detach()
+        self._mp_finalizer.cancel()
+
+    def disown(self) -> None:
+        """Forget this pool without touching it: for a copy of it in a forked child, whose
+        workers and segments are the parent's (shutting them down here would kill the
+        parent's workers and unlink its segments)."""
+        self._closed = True
+        self._finalizer.detach()
+        self._mp_finalizer.cancel()
 
     async def aclose(self, kill: bool = False) -> None:
         """``shutdown`` without blocking the event loop."""

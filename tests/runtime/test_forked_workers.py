@@ -258,3 +258,39 @@ def _trackers() -> list[int]:
             found.append(pid)
         todo += _children_of(pid)
     return found
+
+
+def _child_request(ctx, max_workers, queue):
+    got = ctx.get_array("r", "pulse_basics", max_workers=max_workers)
+    queue.put((_without_pid(got), set(got["pid"].tolist())))
+
+
+def _without_pid(data):
+    return b"".join(data[field].tobytes() for field in ("time", "endtime", "aps"))
+
+
+@pytest.mark.parametrize("first", [1, 2])
+def test_a_forked_copy_of_a_context_starts_its_own_workers(first):
+    # multiprocessing's fork after the parent ran requests: the kept threads stayed in the
+    # parent and the pool's workers are the parent's; the child must neither wait for them
+    # forever nor stop them (the parent's next request still uses its own)
+    config = {"chunk_bounds": tuple(range(10_000, 100_000, 10_000))}
+    ctx = ax.Context(register=[Pulses, ForkedBasics], config=config, max_workers=2)
+    try:
+        made = ctx.get_array("r", "pulse_basics")
+        parents_workers = set(ctx._process_pool.worker_pids())
+        fork = mp.get_context("fork")
+        queue = fork.Queue()
+        # first a 1-worker request in the child (threads only), then a 2-worker one
+        for workers in dict.fromkeys([first, 2]):
+            child = fork.Process(target=_child_request, args=(ctx, workers, queue))
+            child.start()
+            data, pids = queue.get(timeout=60)
+            child.join(30)
+            assert child.exitcode == 0
+            assert data == _without_pid(made)
+            assert not pids & parents_workers  # never computed by the parent's workers
+        assert set(ctx._process_pool.worker_pids()) == parents_workers  # still alive, still ours
+        assert _without_pid(ctx.get_array("r", "pulse_basics")) == _without_pid(made)
+    finally:
+        ctx.close()

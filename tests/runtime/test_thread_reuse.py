@@ -3,9 +3,12 @@ them on close(); a loader reads on the request's threads, so cancelling waits fo
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import sys
 import threading
 
 import numpy as np
+import pytest
 from toy_plugins import TOY_PLUGINS, PulseBasics
 
 import asyncstrax as ax
@@ -58,3 +61,26 @@ def test_stored_data_is_read_on_the_contexts_threads(tmp_path, monkeypatch):
     np.testing.assert_array_equal(ctx.get_array("r", "pulse_basics"), made)
     ctx.close()
     assert readers and all(name.startswith("asyncstrax") for name in readers), readers
+
+
+def _get_in_child(ctx, queue):
+    queue.put(ctx.get_array("r", "pulse_basics").tobytes())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork")
+def test_a_forked_copy_of_a_used_context_makes_data():
+    # multiprocessing's fork after a request: the kept threads exist only in the parent
+    ctx = ax.Context(register=TOY_PLUGINS, config=BOUNDS)
+    made = ctx.get_array("r", "pulse_basics")
+    fork = mp.get_context("fork")
+    queue = fork.Queue()
+    child = fork.Process(target=_get_in_child, args=(ctx, queue))
+    child.start()
+    try:
+        assert queue.get(timeout=60) == made.tobytes()
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+        ctx.close()
+    assert child.exitcode == 0
