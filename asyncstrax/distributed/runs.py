@@ -16,6 +16,7 @@ import threading
 import time
 import traceback
 import uuid
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -347,6 +348,20 @@ def _progress(enabled: bool | None, total: int, initial: int, targets: tuple[str
     return tqdm(total=total, initial=initial, unit="run", desc=f"making {', '.join(targets)}")
 
 
+def _warn_if_no_workers(client: Any) -> None:
+    """A cluster with no worker yet is not an error (an adaptive cluster scales up once tasks
+    wait), but without one nothing moves: say so instead of waiting in silence."""
+    try:
+        workers = client.scheduler_info().get("workers", {})
+    except Exception:  # noqa: BLE001 - an informational check only
+        return
+    if not workers:
+        warnings.warn(f"the Dask cluster at {getattr(client.scheduler, 'address', '?')} has no "
+                      f"worker yet: the runs wait until one joins (an adaptive cluster adds "
+                      f"them; otherwise start workers, or pass no client to use a "
+                      f"LocalCluster)", RuntimeWarning, stacklevel=4)
+
+
 def _wait_sync(batch: _Batch, client: Any) -> None:
     """Collect every future of a (non-asynchronous) client as it completes."""
     distributed = _require_distributed()
@@ -383,6 +398,7 @@ def _run_blocking(batch: _Batch, client: Any, n_workers: int | None,
             if cancelled is not None and cancelled.is_set():
                 return batch.result()
             try:
+                _warn_if_no_workers(client)
                 batch.submit(client)
                 if cancelled is not None and cancelled.is_set():
                     client.cancel(batch.pending())

@@ -14,6 +14,7 @@ import asyncio
 import os
 import threading
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -455,3 +456,34 @@ def test_command_line_checks_targets_and_config_before_connecting(tmp_path, caps
     assert cli.main(bad_config) == 2
     assert "no_such_option" in capsys.readouterr().err
     assert time.monotonic() - t0 < 10  # no connection attempted (it would take 30 s)
+
+
+def test_a_cluster_without_workers_yet_is_said_and_waited_for(tmp_path):
+    # a cluster of one's own that has no worker when the call starts (an adaptive one scales
+    # up later): a warning says why nothing moves, and the runs go once a worker joins
+    ctx = make_context(tmp_path / "data")
+    paths = [ROOT, HERE, os.environ.get("PYTHONPATH", "")]
+    env = {"PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    with distributed.LocalCluster(n_workers=0, threads_per_worker=1, processes=True,
+                                  dashboard_address=":0",
+                                  env=env) as cluster, distributed.Client(cluster) as client:
+        result: dict = {}
+
+        def call() -> None:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                result["reports"] = process_runs(ctx, ["s1"], "samples", client,
+                                                 progress_bar=False)
+            result["warnings"] = [str(w.message) for w in caught
+                                  if issubclass(w.category, RuntimeWarning)]
+
+        thread = threading.Thread(target=call)
+        thread.start()
+        time.sleep(1.0)
+        assert thread.is_alive()  # waiting for a worker
+        cluster.scale(1)
+        thread.join(120)
+        assert not thread.is_alive()
+    assert result["reports"].done == ["s1"]
+    assert ctx.is_stored("s1", "samples")
+    assert any("has no worker yet" in w for w in result["warnings"]), result["warnings"]
