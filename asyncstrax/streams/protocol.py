@@ -195,12 +195,26 @@ def format_address(host: str, port: int) -> str:
     return f"tcp://{host}:{port}"
 
 
+#: TCP keepalive: a peer silent this long [s] is probed, every KEEPALIVE_INTERVAL, and after
+#: KEEPALIVE_PROBES unanswered probes the connection fails (~25 s: a host that vanished, a
+#: pulled cable). A live peer's kernel answers probes even while its program is stalled.
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_PROBES = 10, 5, 3
+
+
 def configure_socket(sock: socket.socket) -> None:
     """Make a socket non-blocking (for the loop's ``sock_*`` calls) and, for TCP, send small
-    frames at once (no Nagle delay)."""
+    frames at once (no Nagle delay) and notice a peer host that is gone (keepalive: without it
+    a subscriber whose publisher's host vanished would wait for data forever)."""
     sock.setblocking(False)
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+                            ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+                            ("TCP_KEEPCNT", KEEPALIVE_PROBES)):
+            option = getattr(socket, name, None)
+            if option is not None:  # Linux and others; elsewhere the system's defaults
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 def encode_frame(kind: int, header: dict[str, Any], payload_len: int = 0) -> bytes:

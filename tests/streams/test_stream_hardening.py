@@ -437,3 +437,25 @@ def test_padded_dtypes_cross_the_wire_exactly():
         np.testing.assert_array_equal(received.data, data)
 
     asyncio.run(main())
+
+
+@pytest.mark.asyncio
+async def test_both_ends_of_a_stream_notice_a_vanished_peer_host():
+    # a pulled cable sends nothing: only TCP keepalive makes a waiting subscriber (or a
+    # publisher waiting on a subscriber) fail instead of waiting forever
+    async with Publisher("records", dtype=DT, data_kind="records", run_id=RUN) as pub:
+        sub = Subscriber(pub.address, "records")
+        await guard(sub.connect())
+        await guard(pub.wait_for_subscribers(1))
+        try:
+            sockets = [sub._sock, *(s.sock for s in pub._subs)]
+            assert len(sockets) == 2
+            for sock in sockets:
+                assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+                if hasattr(socket, "TCP_KEEPIDLE"):
+                    idle = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
+                    probes = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)
+                    interval = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL)
+                    assert idle + probes * interval <= 60  # seconds, not the system's hours
+        finally:
+            await sub.aclose()
