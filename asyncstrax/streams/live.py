@@ -109,17 +109,38 @@ def _chunk_mb(text: str) -> float:
 _chunk_mb.__name__ = "chunk size"
 
 
-def _run_id(text: str) -> str:
+def _checked_by(name: str, check: Any) -> Any:
+    """An argparse ``type`` that passes the text through ``check(text)``, whose ValueError or
+    asyncstrax error becomes a usage error (exit code 2); ``name`` is argparse's word for the
+    value in its message."""
+    def parse(text: str) -> str:
+        from asyncstrax.errors import AsyncstraxError
+
+        try:
+            check(text)
+        except (ValueError, AsyncstraxError) as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return text
+
+    parse.__name__ = name
+    return parse
+
+
+def _check_run_id(text: str) -> None:
     from asyncstrax.storage.metadata import check_run_id
 
-    try:
-        check_run_id(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return text
+    check_run_id(text)
 
 
-_run_id.__name__ = "run id"
+def _check_stream_address(text: str) -> None:
+    from asyncstrax.streams.protocol import parse_address
+
+    parse_address(text)
+
+
+_run_id = _checked_by("run id", _check_run_id)
+#: an address ``parse_address`` can read (checked here: a usage error, exit code 2)
+_stream_address = _checked_by("stream address", _check_stream_address)
 
 
 def add_digitizer_arguments(parser: argparse.ArgumentParser) -> None:
@@ -284,20 +305,6 @@ def _saved_as_made(plugin_class: type) -> type:
                 {"rechunk_on_save": False, "__module__": plugin_class.__module__,
                  "__doc__": plugin_class.__doc__})
 
-
-def _stream_address(text: str) -> str:
-    """An address ``parse_address`` can read (checked here: a usage error, exit code 2)."""
-    from asyncstrax.errors import StreamError
-    from asyncstrax.streams.protocol import parse_address
-
-    try:
-        parse_address(text)
-    except StreamError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-    return text
-
-
-_stream_address.__name__ = "stream address"
 
 
 def add_live_arguments(parser: argparse.ArgumentParser) -> None:
