@@ -91,23 +91,34 @@ class SampleSums(ax.Plugin):
         return out
 
 
-class Fragile(ax.Plugin):
-    """Fails in the runs listed in ``fail_runs``."""
+class _TimesOf(ax.Plugin):
+    """The samples' time ranges, after ``check()`` (which the subclasses make fail)."""
 
     __version__ = "0.1.0"
-    provides = "fragile"
     depends_on = "samples"
     dtype = [(("Start time [ns]", "time"), np.int64), (("End time [ns]", "endtime"), np.int64)]
-    fail_runs = ax.Config(default=(), type=(list, tuple), track=False,
-                          help="run ids in which compute raises")
+
+    def check(self) -> None:
+        pass
 
     def compute(self, samples):
-        if self.run_id in self.fail_runs:
-            raise ValueError(f"boom in run {self.run_id}")
+        self.check()
         out = np.zeros(len(samples), self.dtype)
         out["time"] = samples["time"]
         out["endtime"] = samples["endtime"]
         return out
+
+
+class Fragile(_TimesOf):
+    """Fails in the runs listed in ``fail_runs``."""
+
+    provides = "fragile"
+    fail_runs = ax.Config(default=(), type=(list, tuple), track=False,
+                          help="run ids in which compute raises")
+
+    def check(self) -> None:
+        if self.run_id in self.fail_runs:
+            raise ValueError(f"boom in run {self.run_id}")
 
 
 class Slow(ax.Plugin):
@@ -154,44 +165,30 @@ class ViaProcessPool(ax.Plugin):
         return out
 
 
-class FailOnce(ax.Plugin):
+class FailOnce(_TimesOf):
     """Fails the first time per run: a marker file in ``marker_dir`` says it failed before."""
 
-    __version__ = "0.1.0"
     provides = "fail_once"
-    depends_on = "samples"
-    dtype = [(("Start time [ns]", "time"), np.int64), (("End time [ns]", "endtime"), np.int64)]
     marker_dir = ax.Config(default="", type=str, track=False,
                            help="folder of the markers of runs that failed once")
 
-    def compute(self, samples):
+    def check(self) -> None:
         marker = os.path.join(self.marker_dir, str(self.run_id))
         if not os.path.exists(marker):
             open(marker, "w").close()
             raise OSError(f"transient failure in run {self.run_id}")
-        out = np.zeros(len(samples), self.dtype)
-        out["time"] = samples["time"]
-        out["endtime"] = samples["endtime"]
-        return out
 
 
-class Exits(ax.Plugin):
+class Exits(_TimesOf):
     """Raises ``SystemExit(3)`` in the runs listed in ``exit_runs``."""
 
-    __version__ = "0.1.0"
     provides = "exits"
-    depends_on = "samples"
-    dtype = [(("Start time [ns]", "time"), np.int64), (("End time [ns]", "endtime"), np.int64)]
     exit_runs = ax.Config(default=(), type=(list, tuple), track=False,
                           help="run ids in which compute raises SystemExit")
 
-    def compute(self, samples):
+    def check(self) -> None:
         if self.run_id in self.exit_runs:
             raise SystemExit(3)
-        out = np.zeros(len(samples), self.dtype)
-        out["time"] = samples["time"]
-        out["endtime"] = samples["endtime"]
-        return out
 
 
 PLUGINS = [Samples, SampleSums, Fragile, Slow, ViaProcessPool, FailOnce, Exits]
