@@ -34,7 +34,7 @@ from .plugins.base import Plugin, SaveWhen
 from .query import apply_request_selection
 from .runtime.channel import DEFAULT_CAPACITY_BYTES
 from .runtime.fusion import FusedChain, fuse_parallel_chains
-from .runtime.malloc import limit_malloc_arenas
+from .runtime.malloc import tune_malloc
 from .runtime.offload import new_executor, thread_count
 from .runtime.pipeline import Pipeline, PipelineSummary
 from .runtime.process_pool import ProcessPool, resolve_start_method
@@ -165,7 +165,7 @@ class Context(StraxContextMethods):
         register_all: Any = None,
         **context_config: Any,
     ) -> None:
-        limit_malloc_arenas()  # once per process, before the engine starts its threads
+        tune_malloc()  # once per process, before the engine starts its threads
         self._registry = PluginRegistry()
         self.config: dict[str, Any] = {}
         context_config = dict(context_config)

@@ -118,9 +118,9 @@ def _worker_init(preload: tuple[str, ...], barrier: Any, forked: bool = False) -
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import importlib
 
-    from .malloc import limit_malloc_arenas
+    from .malloc import tune_malloc
 
-    limit_malloc_arenas()  # the worker's threads (blosc, inline saving) share one arena
+    tune_malloc()  # the worker's threads (blosc, inline saving) share one arena
 
     for name in preload:
         importlib.import_module(name)

@@ -1,5 +1,6 @@
-"""One malloc arena per process: the count of glibc arenas after threads have allocated, read
-with ``malloc_info`` in a fresh interpreter (the limit is process-wide and applies once)."""
+"""glibc malloc settings, each seen in a fresh interpreter (they are process-wide and applied
+once): one arena (the count of arenas after threads have allocated, read with ``malloc_info``),
+and chunk-sized blocks kept for reuse (page faults while saving chunk after chunk)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import textwrap
 
 import pytest
 
-from asyncstrax.runtime.malloc import _glibc, limit_malloc_arenas
+from asyncstrax.runtime.malloc import _glibc, tune_malloc
 
 pytestmark = pytest.mark.skipif(_glibc() is None, reason="glibc only")
 
@@ -69,10 +70,53 @@ def test_malloc_arena_max_in_the_environment_wins():
 
 
 def test_a_bad_setting_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr("asyncstrax.runtime.malloc._applied", None)
+    monkeypatch.setattr("asyncstrax.runtime.malloc._tuned", False)
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
     monkeypatch.setenv("ASYNCSTRAX_MALLOC_ARENAS", "one")
     with pytest.raises(ValueError, match="ASYNCSTRAX_MALLOC_ARENAS='one'"):
-        limit_malloc_arenas()
+        tune_malloc()
     with pytest.raises(ValueError, match=">= 0"):
-        limit_malloc_arenas(-1)
+        tune_malloc(-1)
+
+
+SAVING = textwrap.dedent("""
+    import resource
+    import numpy as np
+    import asyncstrax as ax
+    from asyncstrax.storage import codecs
+
+    ax.Context()
+    waveforms = np.random.default_rng(1).normal(0, 3, 10_000_000).astype(np.int16)
+    for _ in range(2):  # the first blocks of this size are fresh memory in any case
+        codecs.compress("blosc", waveforms)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(3):
+        blob = codecs.compress("blosc", waveforms)
+        del blob
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, 3 * len(
+        codecs.compress("blosc", waveforms)) // 4096)
+""")
+
+
+def faults_saving_chunks(**env: str) -> tuple[int, int]:
+    """(page faults while compressing three 20 MB chunks, pages their files take)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")
+               and k != "ASYNCSTRAX_MALLOC_ARENAS"}
+    out = subprocess.run([sys.executable, "-c", SAVING], env={**environ, **env},
+                         capture_output=True, text=True, check=True).stdout
+    faults, pages = out.split()
+    return int(faults), int(pages)
+
+
+def test_chunk_after_chunk_reuses_memory_instead_of_faulting_in_fresh_pages():
+    faults, pages = faults_saving_chunks()
+    assert faults < pages / 10
+    # glibc's own moving threshold faults every compressed file in afresh
+    faults, pages = faults_saving_chunks(ASYNCSTRAX_MALLOC_ARENAS="0")
+    assert faults > pages / 2
+
+
+def test_glibc_threshold_variables_in_the_environment_win():
+    # Dask starts its workers with MALLOC_TRIM_THRESHOLD_ set: memory goes back at once
+    faults, pages = faults_saving_chunks(MALLOC_TRIM_THRESHOLD_="65536")
+    assert faults > pages / 2
