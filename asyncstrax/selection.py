@@ -28,9 +28,9 @@ def chunk_overlaps(start: int, end: int, time_range: tuple[int, int] | None,
     """Whether a chunk ``[start, end)`` can hold items of the time range.
 
     Fully contained items include zero-length ones at ``t0`` or ``t1``, which a chunk ending
-    at ``t0`` or starting at ``t1`` may hold.
+    at ``t0`` or starting at ``t1`` may hold. ``skip`` selects nothing out, so every chunk.
     """
-    if time_range is None:
+    if time_range is None or time_selection == "skip":
         return True
     t0, t1 = time_range
     if time_selection == "fully_contained":

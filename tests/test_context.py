@@ -40,6 +40,11 @@ def test_time_range_selection(ctx):
     np.testing.assert_array_equal(touching, full[(full["time"] < 50_000) & (ends > 20_000)])
     with pytest.raises(ax.InvalidConfiguration, match="time_selection must be one of"):
         ctx.get_array("r", "pulses", time_range=(0, 1), time_selection="inside")
+    # "skip" selects nothing out, whatever the chunking (strax: even if other arguments say so)
+    for bounds in [(), (10_000, 60_000)]:
+        skipped = ctx.get_array("r", "pulses", time_range=(20_000, 50_000),
+                                time_selection="skip", config={"chunk_bounds": bounds})
+        np.testing.assert_array_equal(skipped, full)
     # chunks of a time range span only the range, as their items do
     chunks = list(ctx.get_iter("r", "pulses", time_range=(20_000, 50_000),
                                config={"chunk_bounds": (10_000, 30_000, 60_000)}))
