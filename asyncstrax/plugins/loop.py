@@ -347,14 +347,14 @@ class LoopPlugin(Plugin):
                     f"dtype of {dt!r} {list(columns)}",
                     plugin=self.name,
                 )
-            if np.shape(value) != column.shape[1:]:
+            if not _fills(np.shape(value), column.shape[1:]):
                 raise PluginGaveWrongOutput(
                     f"compute_loop of {self.name} returned {name!r} of shape {np.shape(value)} "
                     f"for one {self._loop_kind()} item, but {dt!r} holds shape "
                     f"{column.shape[1:]}; a LoopPlugin gives one output item per base item",
                     plugin=self.name,
                 )
-            column[i] = value
+            column[i] = value  # a scalar fills an array field, as in strax
 
     def _vectorized_result(self, result: Any, base: np.ndarray) -> Any:
         if not self.multi_output:
@@ -402,3 +402,12 @@ class LoopPlugin(Plugin):
             out[name] = column
         return out
 
+
+
+def _fills(shape: tuple[int, ...], field_shape: tuple[int, ...]) -> bool:
+    """Whether a value of ``shape`` fills a field of ``field_shape`` (numpy broadcasting: a
+    scalar fills a vector field, as strax's loop plugins allow; a wrong length does not)."""
+    try:
+        return np.broadcast_shapes(shape, field_shape) == field_shape
+    except ValueError:
+        return False

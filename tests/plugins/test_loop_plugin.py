@@ -434,6 +434,28 @@ def test_wrong_compute_loop_results(result, message):
     assert info.value.plugin == "Bad"
 
 
+def test_a_scalar_fills_an_array_field_as_in_strax():
+    class Spread(LoopPlugin):
+        depends_on = ("big_clusters", "pulses")
+        dtype = [*CONTENT_DTYPE[:2], (("Per channel", "per_channel"), np.float64, (3,))]
+
+        def compute_loop(self, cluster, pulses):
+            value = np.nan if not len(pulses) else float(len(pulses))
+            return dict(time=cluster["time"], endtime=cluster["endtime"], per_channel=value)
+
+    class Short(Spread):
+        def compute_loop(self, cluster, pulses):
+            return dict(time=cluster["time"], endtime=cluster["endtime"], per_channel=[1, 2])
+
+    out = ax.Context(register=[*LOOP_PLUGINS, Spread]).get_array("r", "spread")
+    assert len(out) and out["per_channel"].shape == (len(out), 3)
+    counts = out["per_channel"][:, 0]
+    np.testing.assert_array_equal(out["per_channel"], np.repeat(counts[:, None], 3, axis=1))
+    with pytest.raises(ax.PluginGaveWrongOutput, match=r"returned 'per_channel' of shape \(2,\) "
+                       r"for one big_clusters item, but 'short' holds shape \(3,\)"):
+        ax.Context(register=[*LOOP_PLUGINS, Short]).get_array("r", "short")
+
+
 def test_wrong_multi_output_results():
     class BadSplit(ClusterSplit):
         def compute_loop(self, big_clusters, pulses):
