@@ -53,7 +53,7 @@ from .helpers import (
     unpack_dtype,
 )
 from .lineage import DataKey, deterministic_hash
-from .options import Config, Option, takes_config
+from .options import OMITTED, Config, Option, takes_config
 from .plugins import (
     CutPlugin,
     DownChunkingPlugin,
@@ -129,6 +129,7 @@ __all__ = [
     "InvalidConfiguration",
     "LoopPlugin",
     "MergeOnlyPlugin",
+    "OMITTED",
     "Option",
     "OverlapWindowPlugin",
     "Pipeline",

@@ -30,6 +30,7 @@ from .chunk import Chunk
 from .errors import DataNotAvailable, EventLoopError, InvalidConfiguration
 from .graph import PluginRegistry, build_plugins, check_config_names
 from .lineage import DataKey
+from .options import OMITTED
 from .plugins.base import Plugin, SaveWhen
 from .query import apply_request_selection
 from .runtime.channel import DEFAULT_CAPACITY_BYTES
@@ -60,6 +61,25 @@ _CONTEXT_OPTIONS_USED = frozenset((
     "allow_incomplete", "apply_data_function", "check_available", "forbid_creation_of",
     "free_options", "max_runs_in_flight", "store_run_fields", "use_per_run_defaults",
 ))
+#: what ``show_config()`` says about each context option
+_CONTEXT_OPTION_HELP = {
+    "max_workers": "chunks of parallel plugins computed at once (threads, or processes for "
+                   "parallel='process' plugins)",
+    "channel_capacity_bytes": "bytes a channel between two plugins holds before its producer "
+                              "waits (at least one chunk)",
+    "progress_bar": "show a tqdm progress bar while making data",
+    "allow_incomplete": "load data that a live writer is still writing",
+    "fuse_parallel": "run chains of parallel plugins as one step per chunk",
+    "process_start_method": "how process workers start: None (fork on Linux), 'fork', "
+                            "'spawn' or 'forkserver'",
+    "apply_data_function": "functions f(data, run_id, targets) applied to loaded data",
+    "check_available": "data types whose storage select_runs and list_available report",
+    "forbid_creation_of": "data types that must be loaded, never made",
+    "free_options": "options that do not change a data type's lineage",
+    "max_runs_in_flight": "runs processed at once by the multi-run calls",
+    "store_run_fields": "run metadata fields that scan_runs keeps",
+    "use_per_run_defaults": "allow options whose defaults depend on the run",
+}
 # strax's context options that have no meaning here: accepted with a warning, not kept.
 _STRAX_CONTEXT_OPTIONS_IGNORED = {
     "processors": "it has one runtime",
@@ -261,15 +281,21 @@ class Context(StraxContextMethods):
 
     # ------------------------------------------------------------------ information
     def show_config(self, data_type: str | None = None, pattern: str = "*") -> Any:
-        """Options of the plugins a data type needs: default, current value, help."""
+        """Options of the plugins a data type needs: default, current value, help. Without a
+        data type, the context's own options, as in strax. Unset values show as OMITTED."""
         import fnmatch
 
         import pandas as pd
 
+        columns = ["option", "default", "current", "applies_to", "help"]
         if data_type is None:
-            classes = set(self._registry.by_data_type.values())
-        else:
-            classes = {type(p) for p in self.get_plugins("0", data_type).values()}
+            return pd.DataFrame(
+                [dict(option=name, default=DEFAULT_CONTEXT_CONFIG.get(name, OMITTED),
+                      current=self.context_config.get(name, OMITTED), applies_to="Context",
+                      help=text)
+                 for name, text in _CONTEXT_OPTION_HELP.items()
+                 if fnmatch.fnmatch(name, pattern)], columns=columns)
+        classes = {type(p) for p in self.get_plugins("0", data_type).values()}
         rows: dict[str, dict[str, Any]] = {}
         for cls in sorted(classes, key=lambda c: c.__name__):
             for name, option in cls.takes_config.items():
@@ -279,8 +305,8 @@ class Context(StraxContextMethods):
                     name,
                     dict(
                         option=name,
-                        default=option.default if option.has_default else "<required>",
-                        current=self.config.get(name, "<default>"),
+                        default=option.default if option.has_default else OMITTED,
+                        current=self.config.get(name, OMITTED),
                         applies_to=[],
                         help=option.help,
                     ),
@@ -288,11 +314,11 @@ class Context(StraxContextMethods):
                 row["applies_to"].extend(cls().provides)
         for row in rows.values():
             row["applies_to"] = tuple(row["applies_to"])
-        return pd.DataFrame(list(rows.values()),
-                            columns=["option", "default", "current", "applies_to", "help"])
+        return pd.DataFrame(list(rows.values()), columns=columns)
 
     def data_info(self, data_type: str) -> Any:
-        """The fields of a data type: name, numpy type, and the title as comment."""
+        """The fields of a data type: name, numpy dtype (as strax gives it), and the title as
+        comment."""
         import pandas as pd
 
         dtype = self.get_single_plugin("0", data_type).dtype_for(data_type)
@@ -300,7 +326,7 @@ class Context(StraxContextMethods):
         for name in dtype.names or ():
             field: Any = dtype.fields[name]  # type: ignore[index]
             rows.append(
-                {"Field name": name, "Data type": _type_str(field[0]),
+                {"Field name": name, "Data type": field[0],
                  "Comment": field[2] if len(field) > 2 else ""}
             )
         return pd.DataFrame(rows, columns=["Field name", "Data type", "Comment"])
@@ -795,13 +821,6 @@ def _dependency_order(plugins: Iterable[Plugin]) -> list[Plugin]:
     for p in plugins:
         visit(p)
     return order
-
-
-def _type_str(dtype: np.dtype) -> str:
-    if dtype.subdtype is not None:
-        base, shape = dtype.subdtype
-        return f"('{base}', {shape})"
-    return str(dtype)
 
 
 def to_dataframe(data: np.ndarray, warn: bool = True, stacklevel: int = 3) -> Any:

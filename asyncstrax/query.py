@@ -191,7 +191,8 @@ def apply_request_selection(
         raise InvalidConfiguration(
             "give keep_columns or drop_columns, not both: their logic contradicts"
         )
-    if selection is not None and not (isinstance(selection, (list, tuple)) and not selection):
+    if selection is not None and not (isinstance(selection, (str, list, tuple)) and not selection):
+        # an empty string or list selects nothing out, as strax's ``if selection:``
         if callable(selection):
             mask = np.asarray(selection(data), dtype=bool)
         else:

@@ -197,9 +197,18 @@ def test_show_config_and_data_info(ctx):
     row = cfg[cfg["option"] == "threshold"].iloc[0]
     assert row["default"] == 15.0 and row["applies_to"] == ("big_pulses",)
     assert "area threshold" in row["help"]
+    assert cfg[cfg["option"] == "threshold"].iloc[0]["current"] is ax.OMITTED  # unset
+    # no data type: the context's own options, as in strax
+    options = ax.Context(register=TOY_PLUGINS, max_workers=2).show_config()
+    from asyncstrax.context import _CONTEXT_OPTIONS_USED, DEFAULT_CONTEXT_CONFIG
+    assert set(options["option"]) == DEFAULT_CONTEXT_CONFIG.keys() | _CONTEXT_OPTIONS_USED
+    row = options[options["option"] == "max_workers"].iloc[0]
+    assert (row["default"], row["current"], row["applies_to"]) == (1, 2, "Context")
+    assert options["help"].str.len().min() > 10
     info = ctx.data_info("pulses")
     assert list(info["Field name"]) == ["time", "length", "dt", "channel", "area"]
     assert info.iloc[4]["Comment"] == "Integral [PE]"
+    assert info.iloc[0]["Data type"] == np.dtype(np.int64)
 
 
 def test_ignored_strax_processor_arguments_warn_once(ctx):

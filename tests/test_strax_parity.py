@@ -370,6 +370,8 @@ def test_apply_request_selection():
     assert pick(data, "log10(area) >= 2 or channel * 2 == 0")["area"].tolist() == [
         1, 10, 100, 500]
     assert pick(data, lambda d: d["area"] < 6)["area"].tolist() == [1, 5]
+    for nothing in ("", [], ()):  # strax: ``if selection:``
+        assert len(pick(data, nothing)) == 6
     # & | ^ ~ are bitwise on integers, as in numexpr: bit-mask cuts select the right items
     data["channel"] = [0, 1, 2, 3, 6, 7]
     assert pick(data, "(channel & 2) != 0")["channel"].tolist() == [2, 3, 6, 7]
