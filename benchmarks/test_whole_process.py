@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -67,33 +68,46 @@ def test_import_time(benchmark):
           f"{ours / numpy_s:.2f}x; goal <= 0.6 s)")
 
 
-def test_cold_start_vs_warm(benchmark, raw_mb):
-    result = benchmark.pedantic(lambda: child("--raw-mb", str(raw_mb), "--warm"), rounds=1)
-    ratio = result["cold_s"] / result["warm_s"]
-    benchmark.extra_info.update(result, cold_over_warm=ratio)
-    print(f"\nfresh process, {raw_mb:.0f} MB: import {result['import_s']:.2f} s + TPC chain "
-          f"import {result['import_tpc_s']:.2f} s; first run {result['cold_s']:.2f} s, second "
-          f"run {result['warm_s']:.2f} s: cold/warm = {ratio:.2f} (goal <= 1.25); whole process "
-          f"{result['total_s']:.2f} s")
+def test_cold_start_vs_warm(benchmark, raw_mb, request):
+    """Five fresh processes (one without --benchmark-enable): the ratio of each process's
+    first run to its second, and their median (one process is at the mercy of the machine's
+    load during its 4 seconds)."""
+    n = 5 if benchmarks_enabled(request.config) else 1
+    results = benchmark.pedantic(
+        lambda: [child("--raw-mb", str(raw_mb), "--warm") for _ in range(n)], rounds=1)
+    ratios = sorted(r["cold_s"] / r["warm_s"] for r in results)
+    ratio = statistics.median(ratios)
+    result = sorted(results, key=lambda r: r["cold_s"] / r["warm_s"])[len(results) // 2]
+    benchmark.extra_info.update(result, cold_over_warm=ratio, ratios=ratios)
+    print(f"\nfresh process, {raw_mb:.0f} MB, the median of {n}: import {result['import_s']:.2f} "
+          f"s + TPC chain import {result['import_tpc_s']:.2f} s; first run "
+          f"{result['cold_s']:.2f} s, second run {result['warm_s']:.2f} s: cold/warm = "
+          f"{ratio:.2f} (goal <= 1.25; all: {', '.join(f'{r:.2f}' for r in ratios)}); whole "
+          f"process {result['total_s']:.2f} s")
 
 
 def test_save_overhead(benchmark, raw_mb, request):
-    """Best of three fresh processes each, alternating (the machine drifts)."""
+    """Fresh processes, alternating (the machine drifts): the ratio of the bests of three,
+    and each pair's ratio."""
     rounds = 3 if benchmarks_enabled(request.config) else 1
 
-    def both() -> tuple[dict, dict]:
+    def both() -> tuple[list[dict], list[dict]]:
         plain, saving = [], []
         for _ in range(rounds):
             plain.append(child("--raw-mb", str(raw_mb), "--warm"))
             saving.append(child("--raw-mb", str(raw_mb), "--warm", "--save"))
-        return (min(plain, key=lambda r: r["warm_s"]), min(saving, key=lambda r: r["warm_s"]))
+        return plain, saving
 
-    plain, saving = benchmark.pedantic(both, rounds=1)
+    plains, savings = benchmark.pedantic(both, rounds=1)
+    plain = min(plains, key=lambda r: r["warm_s"])
+    saving = min(savings, key=lambda r: r["warm_s"])
     ratio = saving["warm_s"] / plain["warm_s"]
+    pairs = [s["warm_s"] / p["warm_s"] for p, s in zip(plains, savings)]
     benchmark.extra_info.update(process_s=plain["warm_s"], process_and_save_s=saving["warm_s"],
-                                ratio=ratio)
+                                ratio=ratio, pair_ratios=pairs)
     print(f"\nwarm, {raw_mb:.0f} MB: process {plain['warm_s']:.2f} s, process and save every "
-          f"level {saving['warm_s']:.2f} s: {ratio:.2f}x (goal <= 1.15)")
+          f"level {saving['warm_s']:.2f} s: {ratio:.2f}x (goal <= 1.15; each pair: "
+          f"{', '.join(f'{r:.2f}' for r in pairs)})")
 
 
 def test_memory_bounded_by_chunks_not_run(benchmark, raw_mb, request):
