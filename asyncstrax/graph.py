@@ -1,6 +1,6 @@
 """The plugin graph: who provides what, and configured plugin instances for one request.
 
-``PluginRegistry`` maps data types to plugin classes and rejects duplicates at registration.
+``PluginRegistry`` maps data types to plugin classes, with strax's rules at registration.
 ``build_plugins`` makes one configured instance per plugin class needed for a run's targets
 (dependencies first, cycles and missing providers reported with the path that leads to them),
 checks every option, infers dtypes and data kinds, and attaches each plugin's lineage.
@@ -8,8 +8,11 @@ checks every option, infers dtypes and data kinds, and attaches each plugin's li
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+import numpy as np
 
 from .errors import InvalidConfiguration, RegistrationError
 from .plugins.base import Plugin
@@ -24,24 +27,36 @@ class PluginRegistry:
         self.by_data_type: dict[str, type[Plugin]] = {}
 
     def register(self, plugin_class: type[Plugin]) -> None:
+        """Make ``plugin_class`` the provider of its data types, as strax does: a plugin it
+        displaces from one data type is dropped from all of them (a multi-output plugin
+        provides all its data types or none), with a warning. Refused, leaving the registry as
+        it was, if an option of the new plugin has another default in a plugin that stays."""
         if not (isinstance(plugin_class, type) and issubclass(plugin_class, Plugin)):
             raise RegistrationError(f"can only register Plugin subclasses, got {plugin_class!r}")
         provides = plugin_class().provides
+        after = dict(self.by_data_type)
+        displaced: list[type[Plugin]] = []
         for dt in provides:
-            old = self.by_data_type.get(dt)
-            if old is not None and old is not plugin_class:
-                # As in strax, a new plugin replaces an old one only when it takes over every
-                # data type the old one provided; anything else would leave a half provider.
-                old_provides = old().provides
-                if not set(old_provides) <= set(provides):
-                    raise RegistrationError(
-                        f"{plugin_class.__name__} provides {dt!r}, which {old.__name__} "
-                        f"already provides together with {sorted(set(old_provides) - {dt})}; "
-                        f"register a plugin that provides all of {list(old_provides)} or "
-                        f"change what {plugin_class.__name__} provides"
-                    )
-        for dt in provides:
-            self.by_data_type[dt] = plugin_class
+            old = after.get(dt)
+            if old is not None and old is not plugin_class and old not in displaced:
+                displaced.append(old)
+            after[dt] = plugin_class
+        dropped = {}
+        for old in displaced:
+            rest = [dt for dt, cls in after.items() if cls is old]
+            for dt in rest:
+                del after[dt]
+            if rest:
+                dropped[old] = rest
+        _check_option_defaults(plugin_class, after.values())
+        self.by_data_type.clear()
+        self.by_data_type.update(after)
+        for old, rest in dropped.items():
+            taken = [dt for dt in provides if dt in old().provides]
+            warnings.warn(
+                f"{plugin_class.__name__} takes over {taken} from {old.__name__}, so "
+                f"{old.__name__} no longer provides {rest} either: register a plugin for "
+                f"{rest} if you need them", stacklevel=3)
 
     def provider(self, data_type: str, needed_by: str | None = None) -> type[Plugin]:
         try:
@@ -61,6 +76,32 @@ class PluginRegistry:
             for name in cls.takes_config:
                 taken.setdefault(name, []).append(cls)
         return taken
+
+
+def _check_option_defaults(new: type[Plugin], registered: Iterable[type[Plugin]]) -> None:
+    """strax's rule: an option name has one default in every registered plugin that takes
+    it, or one context option would set different things in different plugins."""
+    for cls in set(registered) - {new}:
+        for name, option in new.takes_config.items():
+            other = cls.takes_config.get(name)
+            if other is None:
+                continue
+            try:
+                theirs, ours = other.get_default("0"), option.get_default("0")
+            except InvalidConfiguration:  # no default (required), as strax skips it
+                continue
+            if not _same_value(theirs, ours):
+                raise RegistrationError(
+                    f"option {name!r} has the default {theirs!r} in {cls.__name__} but "
+                    f"{ours!r} in {new.__name__}: one option name must have one default, so "
+                    f"change one of them (or rename the option)")
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except (ValueError, TypeError):  # arrays: elementwise
+        return bool(np.array_equal(a, b))
 
 
 def build_plugins(

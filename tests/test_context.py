@@ -153,11 +153,43 @@ def test_registration_errors():
         provides = "x"
         dtype = [("time", np.int64), ("endtime", np.int64)]
 
+    # as in strax: a plugin taking one data type of a multi-output plugin drops it from all
     ctx = ax.Context(register=[Two])
-    with pytest.raises(ax.RegistrationError, match="already provides together with"):
+    with pytest.warns(UserWarning, match=r"JustX takes over \['x'\] from Two, so Two no "
+                      r"longer provides \['y'\] either"):
         ctx.register(JustX)
+    assert ctx.get_single_plugin("r", "x").__class__ is JustX
+    with pytest.raises(ax.RegistrationError, match="no plugin provides 'y'"):
+        ctx.get_array("r", "y")
     with pytest.raises(ax.RegistrationError, match="can only register Plugin subclasses"):
         ctx.register(int)
+
+
+def test_an_option_name_has_one_default_among_registered_plugins():
+    class Low(ax.Plugin):
+        provides = "low"
+        dtype = [("time", np.int64), ("endtime", np.int64)]
+        threshold = ax.Config(default=1.0)
+
+    class High(Low):
+        provides = "high"
+        threshold = ax.Config(default=2.0)
+
+    class Same(Low):
+        provides = "same"
+
+    ctx = ax.Context(register=[Low, Same])
+    with pytest.raises(ax.RegistrationError, match="option 'threshold' has the default 1.0 in "
+                       "Low but 2.0 in High"):
+        ctx.register(High)
+    assert sorted(ctx._registry.by_data_type) == ["low", "same"]  # left as it was
+
+    class StricterLow(Low):  # replacing the only plugin that takes it is fine
+        provides = "low"
+        threshold = ax.Config(default=3.0)
+
+    ctx = ax.Context(register=[Low])
+    ctx.register(StricterLow)
 
 
 def test_plugin_replacing_another(ctx):
