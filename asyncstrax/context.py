@@ -128,9 +128,10 @@ _MULTI_RUN_ARGS = ("add_run_id_field", "run_id_as_bytes", "ignore_errors")
 
 
 def _as_targets(targets: str | Sequence[str]) -> tuple[str, ...]:
+    """Targets as a tuple; a data type named twice counts once (strax keeps the first)."""
     if isinstance(targets, str):
         return (targets,)
-    return tuple(targets)
+    return tuple(dict.fromkeys(targets))
 
 
 _THREADS_LOCK = threading.Lock()
@@ -246,12 +247,23 @@ class Context(StraxContextMethods):
             raise InvalidConfiguration(f"set_config mode must be update, setdefault or replace, "
                                        f"got {mode!r}")
 
-    def set_context_config(self, context_config: Mapping[str, Any]) -> None:
-        """Update context options (``max_workers``, ``progress_bar``, ...); names that do
-        nothing here are warned about, as in the constructor."""
-        context_config = dict(context_config)
+    def set_context_config(self, context_config: Mapping[str, Any] | None = None,
+                           mode: str = "update") -> None:
+        """Set context options (``max_workers``, ``progress_bar``, ...), with strax's modes:
+        ``update``, ``setdefault`` (only options not set yet) or ``replace`` (the defaults
+        plus these). Names that do nothing here are warned about, as in the constructor."""
+        context_config = dict(context_config or {})
         _check_context_options(context_config)
-        self.context_config.update(context_config)
+        if mode == "update":
+            self.context_config.update(context_config)
+        elif mode == "setdefault":
+            for key, value in context_config.items():
+                self.context_config.setdefault(key, value)
+        elif mode == "replace":
+            self.context_config = {**DEFAULT_CONTEXT_CONFIG, **context_config}
+        else:
+            raise InvalidConfiguration(f"set_context_config mode must be update, setdefault "
+                                       f"or replace, got {mode!r}")
 
     def _config_for(self, extra: Mapping[str, Any] | None) -> dict[str, Any]:
         """The options of one request; a name no registered plugin takes is a typo."""
@@ -275,14 +287,17 @@ class Context(StraxContextMethods):
         it and everything it depends on; its hash names the stored data."""
         return self.get_single_plugin(run_id, data_type).lineage  # type: ignore[attr-defined]
 
-    def key_for(self, run_id: str, data_type: str) -> DataKey:
-        """The storage key of ``data_type`` for the run: run id, data type and lineage."""
-        return DataKey(str(run_id), data_type, self.lineage(run_id, data_type))
+    def key_for(self, run_id: str, target: str) -> DataKey:
+        """The storage key of data type ``target`` for the run: run id, data type and
+        lineage."""
+        return DataKey(str(run_id), target, self.lineage(run_id, target))
 
     # ------------------------------------------------------------------ information
-    def show_config(self, data_type: str | None = None, pattern: str = "*") -> Any:
-        """Options of the plugins a data type needs: default, current value, help. Without a
-        data type, the context's own options, as in strax. Unset values show as OMITTED."""
+    def show_config(self, data_type: str | None = None, pattern: str = "*",
+                    run_id: str = "9" * 20) -> Any:
+        """Options of the plugins a data type needs: default (for ``run_id`` where it depends
+        on the run; strax's default run id, a new run's), current value, help. Without a data
+        type, the context's own options, as in strax. Unset values show as OMITTED."""
         import fnmatch
 
         import pandas as pd
@@ -295,7 +310,7 @@ class Context(StraxContextMethods):
                       help=text)
                  for name, text in _CONTEXT_OPTION_HELP.items()
                  if fnmatch.fnmatch(name, pattern)], columns=columns)
-        classes = {type(p) for p in self.get_plugins("0", data_type).values()}
+        classes = {type(p) for p in self.get_plugins(run_id, data_type).values()}
         rows: dict[str, dict[str, Any]] = {}
         for cls in sorted(classes, key=lambda c: c.__name__):
             for name, option in cls.takes_config.items():
@@ -305,7 +320,7 @@ class Context(StraxContextMethods):
                     name,
                     dict(
                         option=name,
-                        default=option.default if option.has_default else OMITTED,
+                        default=option.get_default(run_id) if option.has_default else OMITTED,
                         current=self.config.get(name, OMITTED),
                         applies_to=[],
                         help=option.help,

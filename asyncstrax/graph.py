@@ -81,7 +81,9 @@ class PluginRegistry:
 def _check_option_defaults(new: type[Plugin], registered: Iterable[type[Plugin]]) -> None:
     """strax's rule: an option name has one default in every registered plugin that takes
     it, or one context option would set different things in different plugins."""
-    for cls in set(registered) - {new}:
+    for cls in dict.fromkeys(registered):  # in registration order: the first conflict named
+        if cls is new:
+            continue
         for name, option in new.takes_config.items():
             other = cls.takes_config.get(name)
             if other is None:

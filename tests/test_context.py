@@ -355,3 +355,30 @@ def test_a_pipeline_summary_prints_as_its_table():
     assert text == summary.table() and text.splitlines()[0].split()[:2] == ["component", "kind"]
     assert any(line.startswith("PulseBasics") for line in text.splitlines())
     assert list(summary.to_dataframe()["component"]) == [c.name for c in summary.components]
+
+
+def test_a_target_named_twice_counts_once(ctx):
+    # as strax: repeats are dropped, keeping the first place
+    once = ctx.get_array("r", ["pulses", "pulse_basics"])
+    np.testing.assert_array_equal(
+        ctx.get_array("r", ["pulses", "pulse_basics", "pulses"]), once)
+    np.testing.assert_array_equal(ctx.get_array("r", ["pulses", "pulses"]),
+                                  ctx.get_array("r", "pulses"))
+    assert len(ctx.get_df("r", ["pulse_basics", "pulse_basics"])) == 500
+
+
+def test_strax_call_forms(ctx):
+    ctx.set_context_config({"max_workers": 2})
+    ctx.set_context_config({"max_workers": 3, "free_options": ("x",)}, mode="setdefault")
+    assert ctx.context_config["max_workers"] == 2
+    assert ctx.context_config["free_options"] == ("x",)
+    ctx.set_context_config({"allow_incomplete": True}, mode="replace")
+    assert ctx.context_config["max_workers"] == 1 and ctx.context_config["allow_incomplete"]
+    assert "free_options" not in ctx.context_config
+    ctx.set_context_config()  # nothing to change
+    with pytest.raises(ax.InvalidConfiguration, match="mode must be update, setdefault or "
+                       "replace, got 'merge'"):
+        ctx.set_context_config({}, mode="merge")
+    assert ctx.key_for("r", target="pulses") == ctx.key_for("r", "pulses")
+    assert "threshold" in set(ctx.show_config("big_pulses", run_id="7")["option"])
+
