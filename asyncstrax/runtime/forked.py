@@ -3,9 +3,15 @@
 ``fork`` copies the whole parent: its modules and numba kernels (why a forked worker is ready
 at once, where a spawned one imports and loads everything again), but also what belongs to the
 parent alone. In the parent, ``prepare_parent()`` sets up numba's target and the workers'
-plugins so that they are inherited, and the fork runs inside ``no_compilation()`` (no thread
-inside numba or LLVM at that moment). ``forget_parent()`` runs first thing in a forked worker
-and drops what is the parent's:
+plugins so that they are inherited, and imports the modules a worker's saving imports lazily
+(codecs, checksums); the fork runs inside ``no_compilation()``, which first waits for other
+threads' imports to finish (a module mid-import is locked in the copy for good: a worker that
+imports it waits forever) and then holds numba's compiler lock (no thread inside numba or LLVM
+at that moment). ``forget_parent()`` runs first thing in a forked worker and drops what is the
+parent's:
+
+- **modules caught mid-import** by the fork despite that wait: dropped with their import locks,
+  so the worker imports them afresh instead of waiting for a thread it does not have;
 
 - **objects**: ``gc.freeze()`` puts every object copied from the parent out of the collector's
   reach, so no finalizer of the parent's (a socket's close, a mapping's unmap) runs here on a
@@ -31,9 +37,11 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import gc
+import importlib
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, cast
@@ -54,15 +62,42 @@ def prepare_parent(warm: Callable[[], None] | None = None) -> None:
 
     times = np.zeros(1, np.int64)
     check_with_endtime(times, times)  # a cached kernel: loading it sets the target up
+    for module in _WORKERS_IMPORT:
+        try:
+            importlib.import_module(module)
+        except ImportError:  # an optional codec; the worker reports it if it is needed
+            pass
     if warm is not None:
         warm()
 
 
+#: modules a worker imports lazily when its chain saves (storage/inline.py)
+_WORKERS_IMPORT = ("asyncstrax.storage.files", "blosc", "lz4.frame", "xxhash")
+#: how long a fork waits for other threads' imports to finish [s]
+IMPORT_WAIT_SECONDS = 10.0
+
+
+def _importing() -> list[str]:
+    """Modules some thread is importing right now (initializing, in sys.modules)."""
+    return [name for name, module in list(sys.modules.items())
+            if getattr(getattr(module, "__spec__", None), "_initializing", False)]
+
+
+def _wait_for_imports(timeout: float = IMPORT_WAIT_SECONDS) -> None:
+    """Wait until no thread is importing a module (bounded: the forking thread may itself be
+    inside an import, which cannot finish while it waits here)."""
+    deadline = time.monotonic() + timeout
+    while _importing() and time.monotonic() < deadline:
+        time.sleep(0.001)
+
+
 def no_compilation() -> AbstractContextManager[Any]:
-    """Hold numba's compiler lock (if numba is loaded) around a fork: no thread is then in
-    the middle of compiling or loading a kernel (inside LLVM), whose locks a worker would
-    inherit held. It is reentrant, and a forked worker's thread is its holder, so a worker
-    can still compile (a new type signature) without waiting for it."""
+    """Wait for other threads' imports to finish, then hold numba's compiler lock (if numba
+    is loaded) around a fork: no thread is then in the middle of compiling or loading a kernel
+    (inside LLVM), whose locks a worker would inherit held. It is reentrant, and a forked
+    worker's thread is its holder, so a worker can still compile (a new type signature)
+    without waiting for it."""
+    _wait_for_imports()
     if "numba" not in sys.modules:
         return nullcontext()
     from numba.core.compiler_lock import global_compiler_lock
@@ -73,11 +108,27 @@ def no_compilation() -> AbstractContextManager[Any]:
 def forget_parent(segment_prefix: str = "/dev/shm/asx_") -> None:
     """Drop the parent's loop, signal handlers, sockets and segment mappings (see module doc)."""
     gc.freeze()
+    _drop_half_imported()
     asyncio.events._set_running_loop(None)
     _reset_signals()
     if sys.platform.startswith("linux"):
         _release_descriptors()
         _unmap_segments(segment_prefix)
+
+
+def _drop_half_imported() -> None:
+    """Modules a parent's thread was importing at the fork: their import locks are held by a
+    thread this process does not have. Dropping module and lock lets an import start over."""
+    half = _importing()
+    if not half:
+        return
+    from importlib import _bootstrap  # type: ignore[attr-defined]
+
+    locks = getattr(_bootstrap, "_module_locks", None)
+    for name in half:
+        sys.modules.pop(name, None)
+        if isinstance(locks, dict):
+            locks.pop(name, None)
 
 
 def _reset_signals() -> None:

@@ -294,3 +294,70 @@ def test_a_forked_copy_of_a_context_starts_its_own_workers(first):
         assert _without_pid(ctx.get_array("r", "pulse_basics")) == _without_pid(made)
     finally:
         ctx.close()
+
+
+SLOW_MODULE = "import time\ntime.sleep(1.5)\nVALUE = 42\n"
+
+
+def _import_in_thread(tmp_path, name: str):
+    """A thread importing module ``name`` (1.5 s to import); returns once the import is on."""
+    import threading
+
+    from asyncstrax.runtime.forked import _importing
+
+    (tmp_path / f"{name}.py").write_text(SLOW_MODULE)
+    sys.path.insert(0, str(tmp_path))
+    thread = threading.Thread(target=__import__, args=(name,))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while name not in _importing() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert name in _importing()
+    return thread
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
+def test_a_worker_forked_during_a_parents_import_can_import_the_module(tmp_path):
+    """A fork that catches another thread mid-import copies that module's lock held by a
+    thread the child does not have: the child's own import of it used to wait forever (a
+    worker restarted while a saving thread imported blosc hung the request)."""
+    from asyncstrax.runtime.forked import forget_parent
+
+    thread = _import_in_thread(tmp_path, "asx_slow_module_a")
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: as a worker starts
+            try:
+                forget_parent()
+                import asx_slow_module_a
+
+                os._exit(0 if asx_slow_module_a.VALUE == 42 else 1)
+            finally:
+                os._exit(2)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.01)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung importing a module its parent was importing")
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        thread.join()
+        sys.path.remove(str(tmp_path))
+
+
+def test_a_fork_waits_for_other_threads_imports(tmp_path):
+    from asyncstrax.runtime.forked import _importing, no_compilation
+
+    thread = _import_in_thread(tmp_path, "asx_slow_module_b")
+    try:
+        with no_compilation():
+            assert "asx_slow_module_b" not in _importing()
+            assert sys.modules["asx_slow_module_b"].VALUE == 42
+    finally:
+        thread.join()
+        sys.path.remove(str(tmp_path))
