@@ -792,6 +792,16 @@ class FileSaver:
         except OSError as error:
             raise self._storage_error(f"cannot write the metadata of {temp}", error) from None
         self.folder.release(remove_lock_file=True)
+        try:
+            return self._move_into_place(temp)
+        except StorageError:
+            # Without its lock the folder is no writer's and would stay forever (no later
+            # writer removes a folder it cannot tell is stale): the data is not saved, so
+            # nothing is left behind.
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+
+    def _move_into_place(self, temp: str) -> str:
         for _ in range(3):
             try:
                 os.rename(temp, self.final)
@@ -800,8 +810,8 @@ class FileSaver:
                 return "saved"
             except OSError as error:
                 if error.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR):
-                    raise self._storage_error(f"cannot rename {temp} to {self.final}",
-                                              error) from None
+                    raise self._storage_error(f"cannot rename {temp} to {self.final} (the "
+                                              f"data is not saved)", error) from None
             # The final folder exists: another writer finished first, or old broken data.
             if self._final_is_complete():
                 shutil.rmtree(temp, ignore_errors=True)

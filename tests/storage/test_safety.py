@@ -357,6 +357,30 @@ async def test_broken_final_folder_is_replaced(tmp_path):
 
 
 @pytest.mark.asyncio
+async def test_a_failed_final_rename_leaves_no_folder_behind(tmp_path):
+    """A file where the final folder goes: the rename fails at the very end, after the lock
+    was let go; the temporary folder, complete but no writer's, used to stay for good."""
+    rng = np.random.default_rng(0)
+    chunks = make_chunks(ENDTIME_DTYPE, list(range(0, 4001, 1000)), [50] * 4, rng)
+    store = FileStore(tmp_path)
+    plugin = StubPlugin("things", ENDTIME_DTYPE)
+
+    async def file_in_the_way() -> None:  # appears while the saver writes
+        await asyncio.sleep(0.05)
+        with open(store.folder(plugin.key()), "w") as f:
+            f.write("not a folder")
+
+    with pytest.raises(StorageError,
+                       match=r"cannot rename .* \(the data is not saved\): Not a directory"):
+        await asyncio.gather(save_chunks(store, plugin.key(), plugin, chunks, delay=0.03),
+                             file_in_the_way())
+    assert os.listdir(tmp_path) == [os.path.basename(store.folder(plugin.key()))]
+    os.remove(store.folder(plugin.key()))
+    assert (await save_chunks(store, plugin.key(), plugin, chunks)).outcome == "saved"
+    assert_same_chunks(chunks, await load_chunks(store, plugin.key(), plugin))
+
+
+@pytest.mark.asyncio
 async def test_two_concurrent_savers_of_one_key(tmp_path):
     rng = np.random.default_rng(0)
     chunks = make_chunks(ENDTIME_DTYPE, list(range(0, 10_001, 1000)), [50] * 10, rng)
