@@ -114,7 +114,9 @@ async def test_event_loop_stays_free_while_a_plugin_computes():
     done = True
     await beat
     assert time.perf_counter() - t0 >= 2.0 and len(result) == 500
-    assert worst < 0.05, f"the loop was blocked for {worst * 1e3:.0f} ms"
+    # computing on the loop would block it for the whole 2 s; a loaded machine may pause the
+    # process for a while, so only a block of a good part of the compute counts
+    assert worst < 0.5, f"the loop was blocked for {worst * 1e3:.0f} ms"
 
 
 class WrongDtype(PulseBasics):
