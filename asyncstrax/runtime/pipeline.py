@@ -654,9 +654,10 @@ def _ready(plugin: Plugin) -> None:
 
 
 def _process_batch(plugin: Plugin, batch: list[Work],
-                   stopping: threading.Event | None = None) -> list[dict[str, Chunk]]:
-    """Compute the steps of a batch; once ``stopping`` is set the rest are skipped (their
-    results would be dropped), so a cancelled request waits for one step, not a batch."""
+                   stopping: Any = None) -> list[dict[str, Chunk]]:
+    """Compute the steps of a batch; once ``stopping`` is set (a ``threading.Event``, or in a
+    process worker the parent's stop word) the rest are skipped (their results would be
+    dropped), so a cancelled request waits for one step, not a batch."""
     _setup(plugin)
     results: list[dict[str, Chunk]] = []
     for work in batch:

@@ -88,6 +88,9 @@ WORKER_MAPS = 8
 WORKER_MAPS_BYTES = 512 * 1024**2
 #: how long warm-up waits for every worker to take its share
 WARM_UP_TIMEOUT = 120.0
+#: bytes at the start of an input segment for the parent's word to the worker: byte 0 set
+#: means "stop": the batch's request was cancelled, so its remaining steps are skipped
+CONTROL_BYTES = shm.ALIGN
 
 
 class WorkerDied(PluginError):
@@ -221,8 +224,8 @@ def _worker_run(job: tuple) -> tuple:
                 f"{error}", plugin=key.split("#")[0]) from error
         if plugin is None:
             return ("missing", pid)
-        arrays = shm.map_arrays(None, in_descs, mm=_worker_map(in_name)
-                                if any(n for _, _, n in in_descs) else None)
+        mm = _worker_map(in_name) if any(n for _, _, n in in_descs) else None
+        arrays = shm.map_arrays(None, in_descs, mm=mm)
         batch = [
             Work(chunk_i, start, end,
                  {kind: [(dt, [arrays[i] for i in idx]) for dt, idx in pieces]
@@ -235,7 +238,7 @@ def _worker_run(job: tuple) -> tuple:
 
         t0 = time.perf_counter()
         _worker_ready(plugin)
-        results = _process_batch(plugin, batch)
+        results = _process_batch(plugin, batch, None if mm is None else _StopWord(mm))
         seconds = time.perf_counter() - t0
         del batch
         out_arrays: list[np.ndarray] = []
@@ -255,6 +258,19 @@ def _worker_run(job: tuple) -> tuple:
         cause = error.__cause__
         tb = "".join(traceback.format_exception(cause if cause is not None else error))
         return ("error", pid, _portable(error), None if cause is None else _portable(cause), tb)
+
+
+class _StopWord:
+    """The parent's stop word in an input segment, read as ``_process_batch`` reads a
+    ``threading.Event``: checked before each step of the batch."""
+
+    __slots__ = ("mm",)
+
+    def __init__(self, mm: Any) -> None:
+        self.mm = mm
+
+    def is_set(self) -> bool:
+        return self.mm[0] != 0
 
 
 # ====================================================================== parent side
@@ -320,7 +336,7 @@ class _Job:
     """One batch on its way to a worker: its segments and their cleanup."""
 
     __slots__ = ("state", "in_name", "in_mm", "out_name", "out_map", "map_error", "epoch",
-                 "_lock", "_cleaned")
+                 "_lock", "_cleaned", "_stopped")
 
     def __init__(self, state: _State) -> None:
         self.state = state
@@ -332,6 +348,7 @@ class _Job:
         self.epoch = state.epoch
         self._lock = threading.Lock()
         self._cleaned = False
+        self._stopped = False
         state.live.add(self.out_name)
 
     def on_worker_done(self, future: cf.Future) -> None:
@@ -349,9 +366,19 @@ class _Job:
         finally:
             self.cleanup(ok)
 
+    def stop(self) -> None:
+        """Tell the worker to skip the batch's remaining steps (its request was cancelled).
+        Only while the job holds its segment: once cleaned up, the segment may be another
+        job's."""
+        with self._lock:
+            self._stopped = True
+            if not self._cleaned and self.in_mm is not None:
+                self.in_mm[0] = 1
+
     def cleanup(self, ok: Any = False) -> None:
-        """Input segment back to the ring (if all went well) or unlinked; output unlinked
-        (a mapped output lives on in its chunks). Any failure empties the ring."""
+        """Input segment back to the ring (if all went well and the job was not stopped) or
+        unlinked; output unlinked (a mapped output lives on in its chunks). Any failure
+        empties the ring."""
         with self._lock:
             if self._cleaned:
                 return
@@ -359,7 +386,10 @@ class _Job:
         ok = ok is True
         state = self.state
         if self.in_name is not None:
-            state.release(self.in_name, reuse=ok and self.epoch == state.epoch)
+            # A stopped job's request is over (and may have trimmed the ring already): its
+            # segment is memory kept for no one.
+            state.release(self.in_name,
+                          reuse=ok and not self._stopped and self.epoch == state.epoch)
         shm.unlink_segment(self.out_name)
         state.live.discard(self.out_name)
         if not ok:
@@ -789,6 +819,9 @@ class ProcessPool:
             except BrokenProcessPool as error:
                 self._retire(executor)
                 raise self._died(reg, batch) from error
+            except asyncio.CancelledError:
+                job.stop()  # the worker stops after its current step, not after the batch
+                raise
             if result[0] != "missing":
                 break
             if send:  # pragma: no cover - the worker had the bytes
@@ -827,11 +860,13 @@ class ProcessPool:
             _, size = shm.layout(arrays)
             if size == 0:
                 return work_descs, [(0, a.dtype, 0) for a in arrays], 0
-            job.in_name, job.in_mm = self._state.take(size)
+            job.in_name, job.in_mm = self._state.take(CONTROL_BYTES + size)
+            job.in_mm[0] = 0  # a reused segment: the last job's stop word cleared
             if size < PACK_ON_THREAD_BYTES:
-                in_descs, in_bytes = shm.write_into(job.in_mm, arrays)
+                in_descs, in_bytes = shm.write_into(job.in_mm, arrays, CONTROL_BYTES)
                 return work_descs, in_descs, in_bytes
-            packing = self._state.packer.submit(shm.write_into, job.in_mm, arrays)  # type: ignore[union-attr]
+            packing = self._state.packer.submit(  # type: ignore[union-attr]
+                shm.write_into, job.in_mm, arrays, CONTROL_BYTES)
         except BaseException:
             job.cleanup()
             raise

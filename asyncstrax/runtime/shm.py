@@ -144,15 +144,17 @@ def write_arrays(name: str, arrays: Sequence[np.ndarray]) -> tuple[list[ArrayDes
     return descs, size
 
 
-def write_into(mm: mmap.mmap, arrays: Sequence[np.ndarray]) -> tuple[list[ArrayDesc], int]:
-    """Copy ``arrays`` into an existing mapping (a reused segment) as ``write_arrays`` does."""
+def write_into(mm: mmap.mmap, arrays: Sequence[np.ndarray], base: int = 0
+               ) -> tuple[list[ArrayDesc], int]:
+    """Copy ``arrays`` into an existing mapping (a reused segment) as ``write_arrays`` does,
+    from offset ``base`` on (a multiple of ``ALIGN``; what lies before is the caller's)."""
     offsets, size = layout(arrays)
-    if size > len(mm):
-        raise ValueError(f"segment of {len(mm)} bytes is too small for {size}")
+    if base + size > len(mm):
+        raise ValueError(f"segment of {len(mm)} bytes is too small for {base + size}")
     for off, a in zip(offsets, arrays):
         if a.nbytes:
-            np.ndarray(len(a), a.dtype, buffer=mm, offset=off)[...] = a
-    return [(off, a.dtype, len(a)) for off, a in zip(offsets, arrays)], size
+            np.ndarray(len(a), a.dtype, buffer=mm, offset=base + off)[...] = a
+    return [(base + off, a.dtype, len(a)) for off, a in zip(offsets, arrays)], size
 
 
 def map_arrays(name: str | None, descs: Sequence[ArrayDesc],

@@ -395,6 +395,51 @@ def test_cancellation_mid_run_cleans_up(clean):
     asyncio.run(main())
 
 
+class CountedSlowBasics(SlowBasics):
+    """Appends a line to ``log`` for each step it computes."""
+
+    log = ax.Config(default="", type=str, track=False)
+
+    def compute(self, pulses):
+        with open(self.log, "a") as f:
+            f.write("step\n")
+        return super().compute(pulses)
+
+
+def test_a_cancelled_batch_stops_after_its_current_step(clean, tmp_path):
+    """A batch of five 0.6 s steps, cancelled during its first: the worker skips the rest
+    (the thread path's rule) instead of computing results no one will read."""
+    async def main():
+        pool = ProcessPool(1)
+        log = tmp_path / "steps"
+        try:
+            slow = configured(CountedSlowBasics, "pulse_basics",
+                              {"seconds": 0.6, "log": str(log)})
+            work = basics_work(range(10_000, T_END, 10_000))
+            task = asyncio.create_task(drive(pool, slow, [work[:5]]))
+            while not log.exists():
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            # once the worker stops, the job's segment goes: its request is over, so it is
+            # not kept for reuse (a request's end has trimmed the ring already)
+            deadline = time.monotonic() + 30
+            while our_segments() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert our_segments() == []
+            # the one worker takes the next job once the cancelled batch has stopped
+            fast = await drive(pool, configured(ProcessBasics, "pulse_basics"), [work[:1]])
+            assert len(fast) == 1
+            assert log.read_text().count("step") <= 2  # the current step (and, on a slow
+            # machine, the next one that started before the word arrived); not all five
+
+        finally:
+            await pool.aclose()
+
+    asyncio.run(main())
+
+
 def test_close_with_kill_does_not_wait_for_running_steps(clean):
     async def main():
         pool = ProcessPool(1)
