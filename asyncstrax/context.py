@@ -518,7 +518,9 @@ class Context(StraxContextMethods):
         with _THREADS_LOCK:
             executors, self._thread_executors = self._thread_executors, {}
         for executor in executors.values():
-            executor.shutdown(wait=False, cancel_futures=True)
+            # jobs already queued still run: a request running meanwhile then fails at its
+            # next submit with ContextClosed, not with a job cancelled under it
+            executor.shutdown(wait=False)
 
     def __enter__(self) -> Context:
         return self

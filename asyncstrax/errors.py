@@ -20,6 +20,7 @@ what the place that raised did not know (a chunk does not know which plugin made
     │   └── WorkerDied                a worker process was killed mid-step (runtime.process_pool)
     ├── DeadlockError                 every task waits and none can produce (runtime.channel)
     ├── ProcessPoolClosed             work sent to a closed process pool (runtime.process_pool)
+    ├── ContextClosed                 the Context was closed while a request ran on its threads
     ├── StorageError
     │   ├── DataNotAvailable          nothing stored under that key (and nothing can make it)
     │   ├── DataExistsError           refusing to overwrite complete data
@@ -43,6 +44,7 @@ __all__ = [
     "ChunkDtypeError",
     "ChunkError",
     "ChunkMergeError",
+    "ContextClosed",
     "DataCorrupted",
     "DataExistsError",
     "DataNotAvailable",
@@ -191,3 +193,9 @@ class StreamError(AsyncstraxError):
 
 class EventLoopError(AsyncstraxError, RuntimeError):
     """A blocking call was made from inside a running event loop; use the async form."""
+
+
+class ContextClosed(AsyncstraxError, RuntimeError):
+    """The Context was closed (``close()``, leaving ``async with``) while a request still
+    ran on its worker threads: the request cannot go on."""
+

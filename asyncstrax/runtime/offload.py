@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import ContextClosed
+
 __all__ = ["ComputeLane", "PluginStats", "ThreadPool", "Window", "new_executor", "thread_count"]
 
 
@@ -73,7 +75,13 @@ class ThreadPool:
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
         """Run ``fn(*args)`` on a pool thread; an asyncio future of its result."""
-        future = self._executor.submit(fn, *args)
+        try:
+            future = self._executor.submit(fn, *args)
+        except RuntimeError:  # the executor was shut down: the Context's, by close()
+            if self._own:
+                raise
+            raise ContextClosed("the Context was closed while this request ran (close() "
+                                "or the end of 'async with' stops its worker threads)") from None
         self._running.add(future)
         future.add_done_callback(self._running.discard)
         return asyncio.wrap_future(future)

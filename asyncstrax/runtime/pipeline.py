@@ -259,6 +259,9 @@ class Pipeline:
     def _spawn(self, coro: Any, name: str, outs: list[Channel]) -> None:
         self._monitor.task_started()  # counted from now: it may not have run yet
         task = asyncio.get_running_loop().create_task(self._guard(coro, outs), name=name)
+        # a task cancelled before it ran (the request failed at once) never awaited ``coro``:
+        # closing it says so to Python, which would warn "never awaited"
+        task.add_done_callback(lambda _: coro.close())
         self._tasks.append(task)
 
     async def _guard(self, coro: Any, outs: list[Channel]) -> None:

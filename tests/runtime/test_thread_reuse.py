@@ -46,6 +46,41 @@ def test_requests_share_the_contexts_threads_until_close():
     ctx.close()
 
 
+class SlowBasics(PulseBasics):
+    def compute(self, pulses):
+        import time
+
+        time.sleep(0.05)
+        return super().compute(pulses)
+
+
+def test_closing_a_context_while_a_request_runs_is_a_clear_error():
+    ctx = ax.Context(register=[*TOY_PLUGINS, SlowBasics], config=BOUNDS)
+    outcome: dict = {}
+    started = threading.Event()
+
+    def request():
+        started.set()
+        try:
+            outcome["data"] = ctx.get_array("r", "pulse_basics")
+        except BaseException as error:  # noqa: BLE001 - what the request raised is the point
+            outcome["error"] = error
+
+    thread = threading.Thread(target=request)
+    thread.start()
+    started.wait()
+    while not ctx._thread_executors:  # the request's threads are up: it is running
+        thread.join(0.01)
+    ctx.close()  # 19 chunks of 50 ms each are still to come
+    thread.join(30)
+    assert not thread.is_alive()
+    assert isinstance(outcome.get("error"), ax.ContextClosed), outcome
+    assert "the Context was closed while this request ran" in str(outcome["error"])
+    # the next request starts threads again
+    assert len(ctx.get_array("r", "pulse_basics")) == 500
+    ctx.close()
+
+
 def test_stored_data_is_read_on_the_contexts_threads(tmp_path, monkeypatch):
     ctx = ax.Context(storage=ax.DataDirectory(tmp_path), register=TOY_PLUGINS, config=BOUNDS)
     made = ctx.get_array("r", "pulse_basics")
