@@ -41,6 +41,7 @@ import importlib
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -78,9 +79,22 @@ IMPORT_WAIT_SECONDS = 10.0
 
 
 def _importing() -> list[str]:
-    """Modules some thread is importing right now (initializing, in sys.modules)."""
-    return [name for name, module in list(sys.modules.items())
-            if getattr(getattr(module, "__spec__", None), "_initializing", False)]
+    """Modules another thread is importing right now (initializing, in sys.modules). Not
+    this thread's own: a script that processes data at import forks from inside its own
+    import, which finishes only after the fork (and in a worker must not start over)."""
+    from importlib import _bootstrap  # type: ignore[attr-defined]
+
+    locks = getattr(_bootstrap, "_module_locks", {})
+    me = threading.get_ident()
+    names = []
+    for name, module in list(sys.modules.items()):
+        if not getattr(getattr(module, "__spec__", None), "_initializing", False):
+            continue
+        ref = locks.get(name)
+        lock = ref() if callable(ref) else None
+        if getattr(lock, "owner", None) != me:
+            names.append(name)
+    return names
 
 
 def _wait_for_imports(timeout: float = IMPORT_WAIT_SECONDS) -> None:

@@ -361,3 +361,19 @@ def test_a_fork_waits_for_other_threads_imports(tmp_path):
     finally:
         thread.join()
         sys.path.remove(str(tmp_path))
+
+
+def test_a_fork_from_inside_a_modules_own_import_does_not_wait_for_it(tmp_path):
+    """A script that processes data when imported forks from inside its own import: that
+    import is not another thread's to wait for (nor, in the worker, to start over)."""
+    (tmp_path / "asx_self_importing.py").write_text(
+        "from asyncstrax.runtime.forked import _importing, no_compilation\n"
+        "with no_compilation():\n"
+        "    OWN_LISTED = __name__ in _importing()\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import asx_self_importing
+
+        assert asx_self_importing.OWN_LISTED is False
+    finally:
+        sys.path.remove(str(tmp_path))
