@@ -167,8 +167,30 @@ def run_sync(coro: Any, async_name: str) -> Any:
             f"this is the blocking form, called inside a running event loop; use "
             f"'await ctx.{async_name}(...)' instead"
         )
-    with asyncio.Runner(loop_factory=_uvloop_factory()) as runner:
-        return runner.run(coro)
+    try:
+        with asyncio.Runner(loop_factory=_uvloop_factory()) as runner:
+            return runner.run(coro)
+    except RuntimeError as error:
+        # Ctrl-C just as the request ends: the KeyboardInterrupt, raised inside uvloop's own
+        # teardown, leaves the loop marked running, and closing it fails twice over; the
+        # interrupt is what happened
+        interrupt = _interrupt_behind(error)
+        if interrupt is not None:
+            raise interrupt from None
+        raise
+
+
+def _interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt that a chain of "event loop is running" errors followed."""
+    while isinstance(error, RuntimeError) and ("event loop is already running" in str(error)
+                                               or "running event loop" in str(error)):
+        context = error.__context__
+        if isinstance(context, KeyboardInterrupt):
+            return context
+        if context is None:
+            return None
+        error = context
+    return None
 
 
 class Context(StraxContextMethods):
