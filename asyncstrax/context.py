@@ -127,6 +127,20 @@ _IGNORED_REQUEST_ARGS = (
 _MULTI_RUN_ARGS = ("add_run_id_field", "run_id_as_bytes", "ignore_errors")
 
 
+def _combined(old: Mapping[str, Any], new: Mapping[str, Any], mode: str, what: str
+              ) -> dict[str, Any]:
+    """strax's modes of changing a config: ``update`` (new wins), ``setdefault`` (old wins),
+    ``replace`` (only the new)."""
+    if mode == "update":
+        return {**old, **new}
+    if mode == "setdefault":
+        return {**new, **old}
+    if mode == "replace":
+        return dict(new)
+    raise InvalidConfiguration(f"{what} mode must be update, setdefault or replace, got "
+                               f"{mode!r}")
+
+
 def _as_targets(targets: str | Sequence[str]) -> tuple[str, ...]:
     """Targets as a tuple; a data type named twice counts once (strax keeps the first)."""
     if isinstance(targets, str):
@@ -257,17 +271,7 @@ class Context(StraxContextMethods):
         Options may be set before their plugins are registered (straxen's contexts do so);
         a name no registered plugin takes is an error when data is requested.
         """
-        config = dict(config or {})
-        if mode == "update":
-            self.config.update(config)
-        elif mode == "setdefault":
-            for key, value in config.items():
-                self.config.setdefault(key, value)
-        elif mode == "replace":
-            self.config = config
-        else:
-            raise InvalidConfiguration(f"set_config mode must be update, setdefault or replace, "
-                                       f"got {mode!r}")
+        self.config = _combined(self.config, dict(config or {}), mode, "set_config")
 
     def set_context_config(self, context_config: Mapping[str, Any] | None = None,
                            mode: str = "update") -> None:
@@ -276,16 +280,9 @@ class Context(StraxContextMethods):
         plus these). Names that do nothing here are warned about, as in the constructor."""
         context_config = dict(context_config or {})
         _check_context_options(context_config)
-        if mode == "update":
-            self.context_config.update(context_config)
-        elif mode == "setdefault":
-            for key, value in context_config.items():
-                self.context_config.setdefault(key, value)
-        elif mode == "replace":
-            self.context_config = {**DEFAULT_CONTEXT_CONFIG, **context_config}
-        else:
-            raise InvalidConfiguration(f"set_context_config mode must be update, setdefault "
-                                       f"or replace, got {mode!r}")
+        base = DEFAULT_CONTEXT_CONFIG if mode == "replace" else self.context_config
+        self.context_config = {**base, **_combined(self.context_config, context_config, mode,
+                                                   "set_context_config")}
 
     def _config_for(self, extra: Mapping[str, Any] | None) -> dict[str, Any]:
         """The options of one request; a name no registered plugin takes is a typo."""
