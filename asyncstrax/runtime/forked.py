@@ -98,8 +98,8 @@ def _importing() -> list[str]:
 
 
 def _wait_for_imports(timeout: float = IMPORT_WAIT_SECONDS) -> None:
-    """Wait until no thread is importing a module (bounded: the forking thread may itself be
-    inside an import, which cannot finish while it waits here)."""
+    """Wait until no other thread is importing a module (bounded: an import may itself wait
+    for something this thread holds)."""
     deadline = time.monotonic() + timeout
     while _importing() and time.monotonic() < deadline:
         time.sleep(0.001)
