@@ -240,6 +240,7 @@ def test_show_config_and_data_info(ctx):
     info = ctx.data_info("pulses")
     assert list(info["Field name"]) == ["time", "length", "dt", "channel", "area"]
     assert info.iloc[4]["Comment"] == "Integral [PE]"
+    assert isinstance(info.iloc[0]["Data type"], np.dtype)  # as strax gives it
     assert info.iloc[0]["Data type"] == np.dtype(np.int64)
 
 
