@@ -43,6 +43,15 @@ def md_path(store, plugin):
     return os.path.join(store.folder(key), f"things-{key.lineage_hash}-metadata.json")
 
 
+def edit_metadata(store, plugin, edit):
+    """Rewrite the saved metadata with ``edit(md)`` applied (a damaged or older folder)."""
+    with open(md_path(store, plugin)) as f:
+        md = json.load(f)
+    edit(md)
+    with open(md_path(store, plugin), "w") as f:
+        json.dump(md, f)
+
+
 # ---------------------------------------------------------------------------- corruption
 @pytest.mark.asyncio
 async def test_truncated_chunk_file(tmp_path):
@@ -60,10 +69,7 @@ async def test_truncated_chunk_file(tmp_path):
 async def test_truncated_chunk_file_without_filesize(tmp_path):
     """strax does not always record filesize: the lz4 frame itself catches the truncation."""
     store, plugin, _ = await saved(tmp_path)
-    md = json.load(open(md_path(store, plugin)))
-    for c in md["chunks"]:
-        c.pop("filesize", None)
-    json.dump(md, open(md_path(store, plugin), "w"))
+    edit_metadata(store, plugin, lambda md: [c.pop("filesize", None) for c in md["chunks"]])
     path = chunk_path(store, plugin, 1)
     with open(path, "r+b") as f:
         f.truncate(os.path.getsize(path) - 7)
@@ -90,11 +96,14 @@ async def test_flipped_bytes_fail_the_checksum(tmp_path, where):
 @pytest.mark.asyncio
 async def test_crc32_of_files_written_before_xxh3_is_still_checked(tmp_path):
     store, plugin, chunks = await saved(tmp_path)
-    md = json.load(open(md_path(store, plugin)))
-    for c in md["chunks"]:
-        if c.pop("xxh3_64", None) is not None:
-            c["crc32"] = zlib.crc32(open(chunk_path(store, plugin, c["chunk_i"]), "rb").read())
-    json.dump(md, open(md_path(store, plugin), "w"))
+
+    def to_crc32(md):
+        for c in md["chunks"]:
+            if c.pop("xxh3_64", None) is not None:
+                c["crc32"] = zlib.crc32(open(chunk_path(store, plugin, c["chunk_i"]),
+                                             "rb").read())
+
+    edit_metadata(store, plugin, to_crc32)
     assert_same_chunks(await load_chunks(store, plugin.key(), plugin), chunks)
     path = chunk_path(store, plugin, 2)
     raw = bytearray(open(path, "rb").read())
@@ -140,9 +149,7 @@ async def test_bad_metadata(tmp_path, content):
 ])
 async def test_bad_metadata_fields_name_data_type_and_run(tmp_path, edit, words):
     store, plugin, _ = await saved(tmp_path)
-    md = json.load(open(md_path(store, plugin)))
-    edit(md)
-    json.dump(md, open(md_path(store, plugin), "w"))
+    edit_metadata(store, plugin, edit)
     with pytest.raises(StorageError) as info:
         await load_chunks(store, plugin.key(), plugin)
     assert words in str(info.value)
@@ -160,10 +167,12 @@ async def test_missing_metadata(tmp_path):
 @pytest.mark.asyncio
 async def test_metadata_disagreeing_with_file(tmp_path):
     store, plugin, _ = await saved(tmp_path)
-    md = json.load(open(md_path(store, plugin)))
-    md["chunks"][0]["n"] += 1
-    md["chunks"][0].pop("filesize")
-    json.dump(md, open(md_path(store, plugin), "w"))
+
+    def miscount(md):
+        md["chunks"][0]["n"] += 1
+        md["chunks"][0].pop("filesize")
+
+    edit_metadata(store, plugin, miscount)
     with pytest.raises(DataCorrupted, match="items of"):
         await load_chunks(store, plugin.key(), plugin)
 
@@ -343,9 +352,8 @@ async def test_existing_complete_data_is_not_overwritten(tmp_path):
 async def test_broken_final_folder_is_replaced(tmp_path):
     """strax renames failed writes to the final name with an exception: we redo them."""
     store, plugin, chunks = await saved(tmp_path)
-    md = json.load(open(md_path(store, plugin)))
-    md["exception"] = "Traceback ...\nValueError: strax failed"
-    json.dump(md, open(md_path(store, plugin), "w"))
+    edit_metadata(store, plugin,
+                  lambda md: md.update(exception="Traceback ...\nValueError: strax failed"))
     assert not store.find(plugin.key())
     with pytest.raises(DataNotAvailable, match="strax failed"):
         store.loader(plugin.key(), data_kind="things", dtype=ENDTIME_DTYPE)
